@@ -1,0 +1,37 @@
+# Two commands a user needs: `make demo` and `make test`.
+# Each bootstraps what it needs: uv (if missing) and the locked environment.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_DIR := $(CURDIR)/.tools
+UV := $(shell command -v uv 2>/dev/null || echo $(UV_DIR)/bin/uv)
+VENV := $(CURDIR)/.venv
+export UV_COMPILE_BYTECODE := 1
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: demo test lint bench install clean
+
+$(UV_DIR)/bin/uv:
+	$(PYTHON) -m venv $(UV_DIR)
+	$(UV_DIR)/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --all-groups
+	touch $@
+
+install: $(VENV)/.synced
+
+demo: install
+	$(VENV)/bin/python -m examples.demo
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(VENV)/bin/python benchmarks/bench_training.py
+
+clean:
+	rm -rf .mlops
