@@ -1,0 +1,11 @@
+"""Prefect blocks of prefect-mlops: where things live and the policies that apply.
+
+``prefect block register -m blocks`` registers every block below.
+"""
+
+from blocks.data_contract import ColumnSpec, DataContract
+from blocks.dvc_repository import DvcRepository
+from blocks.mlflow_server import MlflowServer
+from blocks.promotion_policy import PromotionPolicy
+
+__all__ = ["ColumnSpec", "DataContract", "DvcRepository", "MlflowServer", "PromotionPolicy"]

@@ -1,0 +1,39 @@
+"""Block loading shared by the flows: a saved block by name, or the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from blocks.data_contract import DataContract
+from blocks.dvc_repository import DvcRepository
+from blocks.mlflow_server import MlflowServer
+from blocks.promotion_policy import PromotionPolicy
+from blocks.settings import state_dir
+
+DEFAULT_MODEL_NAME = "churn-classifier"
+DEFAULT_DATASET_PATH = "data/train.parquet"
+
+
+def load_mlflow(name: str | None) -> MlflowServer:
+    """Load the named MLflow block, or the embedded SQLite default."""
+    return MlflowServer.load(name) if name else MlflowServer.embedded()
+
+
+def load_dvc(name: str | None) -> DvcRepository:
+    """Load the named DVC repository block, or the embedded default."""
+    return DvcRepository.load(name) if name else DvcRepository.embedded()
+
+
+def load_policy(name: str | None) -> PromotionPolicy:
+    """Load the named promotion policy, or the default policy."""
+    return PromotionPolicy.load(name) if name else PromotionPolicy()
+
+
+def load_contract(name: str | None) -> DataContract | None:
+    """Load the named data contract, or None (the flow then uses the model's stored contract)."""
+    return DataContract.load(name) if name else None
+
+
+def contract_file(model_name: str) -> Path:
+    """Where the embedded set-up keeps a model's inferred data contract."""
+    return state_dir() / "contracts" / f"{model_name}.json"

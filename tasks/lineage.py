@@ -1,0 +1,87 @@
+"""Lineage tag names and capture of where a run came from (code, data, pipeline run).
+
+Every MLflow run and registered model version carries these tags; every bento carries
+the registry name, version and run id in its labels.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+TAG_DATA_REV = "mlops.data.rev"
+TAG_DATA_MD5 = "mlops.data.md5"
+TAG_DATA_PATH = "mlops.data.path"
+TAG_DATA_REPO = "mlops.data.repo"
+TAG_DATA_REMOTE = "mlops.data.remote"
+TAG_CODE_COMMIT = "mlops.code.commit"
+TAG_CODE_DIRTY = "mlops.code.dirty"
+TAG_CODE_VERSION = "mlops.code.version"
+TAG_FLOW_RUN_ID = "mlops.prefect.flow_run_id"
+TAG_FLOW_RUN_NAME = "mlops.prefect.flow_run_name"
+TAG_DEPLOYMENT = "mlops.prefect.deployment"
+TAG_ESTIMATOR = "mlops.estimator"
+TAG_PARAMS = "mlops.params"
+TAG_TRAINING_KEY = "mlops.training_key"
+TAG_GATE_VERDICT = "mlops.gate.verdict"
+TAG_GATE_REASONS = "mlops.gate.reasons"
+TAG_GATE_CHAMPION = "mlops.gate.champion_version"
+TAG_TRIGGER = "mlops.trigger"
+TAG_TARGET = "mlops.target"
+TAG_FEATURES = "mlops.features"
+
+_CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_version() -> dict[str, str]:
+    """Return the git commit of the pipeline code (and whether the tree is dirty)."""
+    from importlib import metadata
+
+    out = {TAG_CODE_COMMIT: "unknown", TAG_CODE_DIRTY: "unknown"}
+    try:
+        out[TAG_CODE_VERSION] = metadata.version("prefect-mlops")
+    except metadata.PackageNotFoundError:
+        out[TAG_CODE_VERSION] = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_CODE_ROOT, capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode == 0:
+            out[TAG_CODE_COMMIT] = commit.stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_CODE_ROOT,
+                                    capture_output=True, text=True, timeout=10)
+            out[TAG_CODE_DIRTY] = str(bool(status.stdout.strip())).lower()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return out
+
+
+@task(name="capture-lineage", cache_policy=NO_CACHE)
+def capture_lineage(trigger: dict[str, Any] | None = None) -> dict[str, str]:
+    """Capture code version, the Prefect flow run and deployment, and the trigger.
+
+    Args:
+        trigger: The event or schedule that started this run, if any.
+
+    Returns:
+        Lineage tags (data tags are added once the data is versioned).
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def traced() -> str:
+        ...     return capture_lineage()["mlops.code.commit"]
+    """
+    from prefect.runtime import deployment, flow_run
+
+    tags = code_version()
+    tags[TAG_FLOW_RUN_ID] = str(flow_run.id or "")
+    tags[TAG_FLOW_RUN_NAME] = str(flow_run.name or "")
+    tags[TAG_DEPLOYMENT] = str(deployment.name or "ad-hoc")
+    if trigger:
+        tags[TAG_TRIGGER] = json.dumps(trigger, sort_keys=True, default=str)[:4000]
+    return tags

@@ -1,0 +1,349 @@
+"""MLflow model registry: versions, aliases (``champion``, ``challenger``), alias history, rollback.
+
+Every alias move is recorded as a registered-model tag ``mlops.alias_history.<seq>``
+holding a JSON :class:`AliasMove` (who, when, from, to, why, flow run), so "what served
+last Tuesday" and ``rollback`` are one call and live with the registry itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from blocks.mlflow_server import MlflowServer
+from tasks.exceptions import RegistryError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_PREFIX = "mlops.alias_history."
+
+
+class ModelVersionInfo(BaseModel):
+    """A registered model version (small and serialisable)."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+    aliases: list[str]
+    created_at: str
+
+
+class AliasMove(BaseModel):
+    """One recorded alias move."""
+
+    seq: int
+    model: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    at: str
+    by: str
+    reason: str
+    flow_run_id: str | None = None
+
+
+def _info(mv: Any) -> ModelVersionInfo:
+    created = dt.datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, tz=dt.UTC).isoformat()
+    return ModelVersionInfo(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+                            tags=dict(mv.tags or {}), aliases=list(getattr(mv, "aliases", []) or []),
+                            created_at=created)
+
+
+def _not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"} or "not found" in str(exc).lower()
+
+
+def alias_version(mlflow_server: MlflowServer, name: str, alias: str) -> ModelVersionInfo | None:
+    """Return the version an alias points to, or None if the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _info(mlflow_server.get_client().get_model_version_by_alias(name, alias))
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise RegistryError(f"Reading alias {alias!r} of model {name!r} failed: {exc}") from exc
+
+
+@task(name="get-alias-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def get_alias_version(mlflow_server: MlflowServer, name: str, alias: str = CHAMPION) -> ModelVersionInfo | None:
+    """Return the version an alias points to (``champion`` by default), or None.
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name.
+        alias: Alias.
+
+    Returns:
+        The version, or None when there is no such model or alias yet.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def serving(name: str) -> str | None:
+        ...     champion = get_alias_version(MlflowServer.embedded(), name)
+        ...     return champion.version if champion else None
+    """
+    return alias_version(mlflow_server, name, alias)
+
+
+@task(name="find-version-by-tag", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def find_version_by_tag(mlflow_server: MlflowServer, name: str, key: str, value: str) -> ModelVersionInfo | None:
+    """Return the newest version of a model whose tag ``key`` equals ``value``, or None.
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name.
+        key: Tag key (e.g. ``mlops.training_key``).
+        value: Tag value.
+
+    Returns:
+        The newest matching version, or None.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def seen(name: str, key: str) -> bool:
+        ...     return find_version_by_tag(MlflowServer.embedded(), name, "mlops.training_key", key) is not None
+    """
+    client = mlflow_server.get_client()
+    versions = client.search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
+    if not versions:
+        return None
+    return _info(max(versions, key=lambda v: int(v.version)))
+
+
+@task(name="register-model-version", cache_policy=NO_CACHE)
+def register_model_version(mlflow_server: MlflowServer, name: str, source: str, run_id: str,
+                           tags: dict[str, str], description: str | None = None) -> ModelVersionInfo:
+    """Register a logged model as a new version, with its lineage tags.
+
+    Not retried: a retry after a half-finished call could create a duplicate version.
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name (created if missing).
+        source: Artifact URI of the logged model.
+        run_id: The run that produced it.
+        tags: Lineage tags for the version.
+        description: Version description.
+
+    Returns:
+        The new version.
+
+    Raises:
+        RegistryError: If registration fails.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def register(uri: str, run_id: str) -> str:
+        ...     return register_model_version(MlflowServer.embedded(), "churn-classifier", uri, run_id, {}).version
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_server.get_client()
+    try:
+        try:
+            client.get_registered_model(name)
+        except MlflowException as exc:
+            if not _not_found(exc):
+                raise
+            client.create_registered_model(name, description="Registered by prefect-mlops continuous training.")
+        version = client.create_model_version(name, source, run_id=run_id,
+                                              tags={k: str(v)[:5000] for k, v in tags.items()},
+                                              description=description)
+    except MlflowException as exc:
+        raise RegistryError(f"Registering run {run_id} as a version of {name!r} failed: {exc}") from exc
+    get_run_logger().info("Registered %s version %s from run %s", name, version.version, run_id)
+    return _info(version)
+
+
+@task(name="tag-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def tag_model_version(mlflow_server: MlflowServer, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a model version (idempotent).
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name.
+        version: Version.
+        tags: Tags to set.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def note(version: str) -> None:
+        ...     tag_model_version(MlflowServer.embedded(), "churn-classifier", version, {"reviewed": "yes"})
+    """
+    client = mlflow_server.get_client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value)[:5000])
+
+
+def alias_history(mlflow_server: MlflowServer, name: str, alias: str | None = None) -> list[AliasMove]:
+    """Return the recorded alias moves of a model, oldest first.
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name.
+        alias: Only moves of this alias.
+
+    Returns:
+        The moves.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = mlflow_server.get_client().get_registered_model(name).tags or {}
+    except MlflowException as exc:
+        if _not_found(exc):
+            return []
+        raise RegistryError(f"Reading the alias history of {name!r} failed: {exc}") from exc
+    moves = [AliasMove.model_validate_json(v) for k, v in tags.items() if k.startswith(HISTORY_PREFIX)]
+    moves.sort(key=lambda m: m.seq)
+    return [m for m in moves if alias is None or m.alias == alias]
+
+
+def version_at(history: list[AliasMove], alias: str, when: dt.datetime) -> str | None:
+    """Return which version an alias pointed to at a moment ("what served last Tuesday")."""
+    current = None
+    for move in history:
+        if move.alias == alias and dt.datetime.fromisoformat(move.at) <= when:
+            current = move.to_version
+    return current
+
+
+@task(name="list-alias-history", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def list_alias_history(mlflow_server: MlflowServer, name: str, alias: str | None = None) -> list[AliasMove]:
+    """List the recorded alias moves of a model, oldest first.
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name.
+        alias: Only moves of this alias.
+
+    Returns:
+        The moves.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def audit(name: str) -> int:
+        ...     return len(list_alias_history(MlflowServer.embedded(), name, "champion"))
+    """
+    return alias_history(mlflow_server, name, alias)
+
+
+@task(name="set-model-alias", cache_policy=NO_CACHE)
+def set_model_alias(mlflow_server: MlflowServer, name: str, alias: str, version: str, reason: str,
+                    flow_run_id: str | None = None) -> AliasMove:
+    """Point an alias at a version and record the move (who, when, from, to, why).
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name.
+        alias: Alias to move (``champion``, ``challenger``).
+        version: Version it now points to.
+        reason: Why (recorded with the move).
+        flow_run_id: Prefect flow run that moved it.
+
+    Returns:
+        The recorded move.
+
+    Raises:
+        RegistryError: If the version does not exist or the registry fails.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def promote(version: str) -> None:
+        ...     set_model_alias(MlflowServer.embedded(), "churn-classifier", "champion", version, "passed the gate")
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_server.get_client()
+    previous = alias_version(mlflow_server, name, alias)
+    history = alias_history(mlflow_server, name)
+    move = AliasMove(seq=(history[-1].seq + 1) if history else 1, model=name, alias=alias,
+                     from_version=previous.version if previous else None, to_version=str(version),
+                     at=dt.datetime.now(dt.UTC).isoformat(), by=getpass.getuser(), reason=reason[:1000],
+                     flow_run_id=flow_run_id)
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+        client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{move.seq:06d}", move.model_dump_json())
+        client.set_model_version_tag(name, str(version), f"mlops.alias.{alias}.since", move.at)
+    except MlflowException as exc:
+        raise RegistryError(f"Moving alias {alias!r} of {name!r} to version {version} failed: {exc}") from exc
+    get_run_logger().info("Alias %s of %s: %s -> %s (%s)", alias, name, move.from_version, version, reason)
+    return move
+
+
+def rollback_target(history: list[AliasMove], current: str | None, alias: str = CHAMPION) -> str | None:
+    """Return the version that served before ``current`` under ``alias``, from the history."""
+    for move in reversed(history):
+        if move.alias == alias and move.to_version == current and move.from_version not in (None, current):
+            return move.from_version
+    return None
+
+
+@task(name="download-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInfo, dst_dir: str) -> str:
+    """Download a registered version's MLflow model folder (cached by name and version).
+
+    Args:
+        mlflow_server: The MLflow block.
+        version: The registered version.
+        dst_dir: Parent folder for local copies.
+
+    Returns:
+        The local model folder.
+
+    Raises:
+        RegistryError: If the model cannot be downloaded.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def fetch(v: ModelVersionInfo) -> str:
+        ...     return download_model_version(MlflowServer.embedded(), v, "/tmp/models")
+    """
+    import mlflow.artifacts
+
+    target = Path(dst_dir) / f"{version.name}-v{version.version}"
+    if (target / "MLmodel").is_file():
+        return str(target)
+    target.mkdir(parents=True, exist_ok=True)
+    mlflow_server.get_client()  # configures HTTP retries and credentials
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target),
+                                                    tracking_uri=mlflow_server.tracking_uri)
+    except Exception as exc:
+        raise RegistryError(f"Downloading {version.name} v{version.version} from {version.source} failed: {exc}") \
+            from exc
+    found = next(Path(local).rglob("MLmodel"), None)
+    if found is None:
+        raise RegistryError(f"{version.name} v{version.version} at {version.source} has no MLmodel file.")
+    return str(found.parent)
+
+
+def run_metrics(mlflow_server: MlflowServer, run_id: str) -> dict[str, float]:
+    """Return a run's latest metrics."""
+    return dict(mlflow_server.get_client().get_run(run_id).data.metrics)
+
+
+def describe(version: ModelVersionInfo | None) -> dict[str, Any]:
+    """Return a short JSON-able description of a version, for summaries."""
+    if version is None:
+        return {}
+    return {"name": version.name, "version": version.version, "run_id": version.run_id,
+            "aliases": version.aliases, "tags": json.loads(json.dumps(version.tags))}

@@ -1,0 +1,299 @@
+"""MLflow tracking through an ``MlflowClient``, never the process-global fluent state.
+
+One parent run per pipeline run, one nested run per trial, the dataset as a run input,
+the model with signature, input example and explicit pip requirements.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.mlflow_server import MlflowServer
+from tasks.exceptions import TrackingServerError
+from tasks.model_evaluation import Evaluation, load_model
+from tasks.sklearn_training import TrialResult
+
+
+def _wrap(operation: str, mlflow_server: MlflowServer, exc: Exception) -> TrackingServerError:
+    return TrackingServerError(
+        f"MLflow {operation} at {mlflow_server.tracking_uri} failed: {exc}. Check that the tracking server is "
+        "running and reachable (e.g. `mlflow server --host 127.0.0.1 --port 5000`) or fix the MLflow block's "
+        "tracking_uri, then rerun; nothing was registered."
+    )
+
+
+@task(name="check-tracking-server", cache_policy=NO_CACHE)
+def check_tracking_server(mlflow_server: MlflowServer, attempts: int = 2, backoff_s: float = 1.0) -> str:
+    """Reach the tracking server (bounded retries) and return the experiment id, creating it if needed.
+
+    Run first in a pipeline, so an unreachable server fails before anything is registered.
+
+    Args:
+        mlflow_server: The MLflow block.
+        attempts: Attempts before giving up (each one also has MLflow's own bounded HTTP retries).
+        backoff_s: Wait between attempts, doubled each time.
+
+    Returns:
+        The experiment id.
+
+    Raises:
+        TrackingServerError: If the server cannot be reached after ``attempts`` attempts.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def ping() -> str:
+        ...     return check_tracking_server(MlflowServer.load("local-mlflow"))
+    """
+    logger = get_run_logger()
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            client = mlflow_server.get_client()
+            experiment = client.get_experiment_by_name(mlflow_server.experiment_name)
+            if experiment is not None:
+                return experiment.experiment_id
+            return client.create_experiment(mlflow_server.experiment_name,
+                                            artifact_location=mlflow_server.artifact_location)
+        except Exception as exc:  # MlflowException, requests errors, sqlalchemy errors
+            last = exc
+            logger.warning("MLflow at %s not reachable (attempt %d/%d): %s", mlflow_server.tracking_uri, attempt,
+                           attempts, str(exc)[:300])
+            if attempt < attempts:
+                time.sleep(backoff_s * 2 ** (attempt - 1))
+    raise _wrap(f"health check ({attempts} attempts)", mlflow_server, last or RuntimeError("unknown"))
+
+
+@task(name="start-pipeline-run", cache_policy=NO_CACHE)
+def start_pipeline_run(mlflow_server: MlflowServer, experiment_id: str, run_name: str, tags: dict[str, str],
+                       params: dict[str, Any]) -> str:
+    """Create the parent MLflow run of one pipeline run, with lineage tags and parameters.
+
+    Args:
+        mlflow_server: The MLflow block.
+        experiment_id: Experiment to log to.
+        run_name: Run name.
+        tags: Lineage tags.
+        params: Pipeline parameters (logged as MLflow params).
+
+    Returns:
+        The run id.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def track(experiment_id: str) -> str:
+        ...     return start_pipeline_run(MlflowServer.embedded(), experiment_id, "nightly", {}, {"C": 1.0})
+    """
+    from mlflow.entities import Param
+
+    client = mlflow_server.get_client()
+    try:
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    except Exception as exc:
+        raise _wrap("create run", mlflow_server, exc) from exc
+    return run.info.run_id
+
+
+@task(name="log-trial-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def log_trial_run(mlflow_server: MlflowServer, experiment_id: str, parent_run_id: str, trial: TrialResult,
+                  estimator: str) -> str:
+    """Log one trial as a nested run of the pipeline run.
+
+    Args:
+        mlflow_server: The MLflow block.
+        experiment_id: Experiment id.
+        parent_run_id: The pipeline's parent run.
+        trial: The trial result.
+        estimator: Estimator dotted path.
+
+    Returns:
+        The nested run id.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def track(parent: str, trials: list[TrialResult]) -> list[str]:
+        ...     return log_trial_run.map(MlflowServer.embedded(), "1", parent, trials, "LogisticRegression").result()
+    """
+    from mlflow.entities import Metric, Param
+
+    client = mlflow_server.get_client()
+    now = int(time.time() * 1000)
+    run = client.create_run(experiment_id, run_name=f"trial-{trial.trial}",
+                            tags={"mlflow.parentRunId": parent_run_id, "mlops.estimator": estimator})
+    client.log_batch(run.info.run_id,
+                     metrics=[Metric(f"valid_{k}", v, now, 0) for k, v in trial.metrics.items()]
+                     + [Metric("fit_seconds", trial.fit_seconds, now, 0)],
+                     params=[Param(k, str(v)[:6000]) for k, v in trial.params.items()])
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+@task(name="log-dataset-input", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def log_dataset_input(mlflow_server: MlflowServer, run_id: str, dataset_file: str, source: str, name: str,
+                      target: str, context: str = "training") -> str:
+    """Log the training dataset as an input of the run (name, digest, schema, source).
+
+    Args:
+        mlflow_server: The MLflow block.
+        run_id: The run.
+        dataset_file: Local file with the exact bytes that were trained on.
+        source: Where the data can be fetched again (``<repo>/<path>@<rev>``).
+        name: Dataset name.
+        target: Target column.
+        context: Input context tag.
+
+    Returns:
+        The dataset digest.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def track(run_id: str, path: str) -> str:
+        ...     return log_dataset_input(MlflowServer.embedded(), run_id, path, "repo/data.parquet@abc", "data", "y")
+    """
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    from tasks.sample_data import read_frame
+
+    dataset = mlflow.data.from_pandas(read_frame(dataset_file), source=source, name=name, targets=target)
+    entity = dataset._to_mlflow_entity()
+    mlflow_server.get_client().log_inputs(
+        run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+    return entity.digest
+
+
+@task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluation, prefix: str = "test_") -> None:
+    """Log test metrics, per-slice metrics, fairness figures and plots to a run.
+
+    Args:
+        mlflow_server: The MLflow block.
+        run_id: The run.
+        evaluation: The evaluation.
+        prefix: Prefix of the metric names.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def track(run_id: str, evaluation: Evaluation) -> None:
+        ...     log_evaluation(MlflowServer.embedded(), run_id, evaluation)
+    """
+    from mlflow.entities import Metric
+
+    client = mlflow_server.get_client()
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{prefix}{k}", v, now, 0) for k, v in evaluation.metrics.items()]
+    for column, table in evaluation.slice_metrics.items():
+        for value, row in table.items():
+            metrics += [Metric(f"slice.{column}.{value}.{k}", v, now, 0) for k, v in row.items()]
+        metrics.append(Metric(f"slice_gap.{column}", evaluation.slice_gaps.get(column, 0.0), now, 0))
+    for key in ("disparity", "demographic_parity_difference", "equal_opportunity_difference"):
+        if key in evaluation.fairness:
+            metrics.append(Metric(f"fairness.{key}", float(evaluation.fairness[key]), now, 0))
+    for start in range(0, len(metrics), 900):
+        client.log_batch(run_id, metrics=metrics[start:start + 900])
+    client.log_dict(run_id, evaluation.model_dump(mode="json"), "evaluation/evaluation.json")
+    for plot in evaluation.plots:
+        client.log_artifact(run_id, plot, "plots")
+
+
+def pinned_requirements() -> list[str]:
+    """Return explicit pip requirements of an sklearn model (skips ~5 s of inference)."""
+    from importlib import metadata
+
+    return [f"{pkg}=={metadata.version(pkg)}"
+            for pkg in ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops", "cloudpickle")]
+
+
+@task(name="log-sklearn-model", cache_policy=NO_CACHE)
+def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str, sample_file: str,
+                      features: list[str], artifact_path: str = "model") -> str:
+    """Save the fitted pipeline as an MLflow model and log it to the run.
+
+    With signature (from a sample of the data), input example, explicit pip requirements
+    and the skops trusted types of the fitted objects (tree models need them).
+
+    Args:
+        mlflow_server: The MLflow block.
+        run_id: The run.
+        model_path: The fitted pipeline (joblib).
+        sample_file: Data to take the signature and input example from.
+        features: Feature columns.
+        artifact_path: Artifact folder of the model in the run.
+
+    Returns:
+        The model's artifact URI (the registry version source).
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def track(run_id: str, model: str, test: str) -> str:
+        ...     return log_sklearn_model(MlflowServer.embedded(), run_id, model, test, ["tenure_months"])
+    """
+    import mlflow.sklearn
+    import skops.io
+    from mlflow.models import infer_signature
+
+    from tasks.sample_data import read_frame
+
+    model = load_model(model_path)
+    sample = read_frame(sample_file)[features].head(200)
+    signature = infer_signature(sample, model.predict(sample))
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    client = mlflow_server.get_client()
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+        local = Path(tmp) / artifact_path
+        mlflow.sklearn.save_model(model, str(local), signature=signature, input_example=sample.head(3),
+                                  pip_requirements=pinned_requirements(), skops_trusted_types=trusted,
+                                  metadata={"features": json.dumps(features)})
+        try:
+            client.log_artifacts(run_id, str(local), artifact_path)
+        except Exception as exc:
+            raise _wrap("log model artifacts", mlflow_server, exc) from exc
+    uri = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    get_run_logger().info("Logged model of run %s at %s", run_id, uri)
+    return uri
+
+
+@task(name="finish-pipeline-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def finish_pipeline_run(mlflow_server: MlflowServer, run_id: str, status: str = "FINISHED",
+                        tags: dict[str, str] | None = None) -> None:
+    """Set final tags and end the run.
+
+    Args:
+        mlflow_server: The MLflow block.
+        run_id: The run.
+        status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+        tags: Tags to set before ending (e.g. the gate verdict).
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def close(run_id: str) -> None:
+        ...     finish_pipeline_run(MlflowServer.embedded(), run_id, tags={"mlops.gate.verdict": "promoted"})
+    """
+    from mlflow.entities import RunTag
+
+    client = mlflow_server.get_client()
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+    client.set_terminated(run_id, status)
+
+
+def run_url(mlflow_server: MlflowServer, experiment_id: str, run_id: str) -> str:
+    """Return the MLflow UI link of a run (or its store location for an embedded store)."""
+    base = mlflow_server.ui_url()
+    if base:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{mlflow_server.tracking_uri} (run {run_id}; `mlflow ui --backend-store-uri {mlflow_server.tracking_uri}`)"

@@ -1,0 +1,60 @@
+"""Session fixtures: an isolated state folder, a real Prefect server, a real MLflow server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# One isolated state folder for the whole session, set before any of our code reads it.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlops-test-"))
+os.environ["PREFECT_MLOPS_HOME"] = str(_SESSION_HOME / "state")
+os.environ.setdefault("GIT_AUTHOR_NAME", "prefect-mlops tests")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@example.invalid")
+os.environ.setdefault("GIT_COMMITTER_NAME", "prefect-mlops tests")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@example.invalid")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from servers import ServerProcess, free_port, start_server  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Path:
+    """The session's temporary root folder."""
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (SQLite) for the whole session, via prefect_test_harness."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(session_home: Path) -> Iterator[ServerProcess]:
+    """A real ``mlflow server`` on a free 127.0.0.1 port with a SQLite backend."""
+    root = session_home / "mlflow-server"
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = start_server(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        url=f"http://127.0.0.1:{port}", health_path="/health",
+        log_path=root / "server.log", deadline_s=120,
+    )
+    yield server
+    server.stop()
