@@ -49,7 +49,15 @@ from tasks.model_evaluation import Evaluation, evaluate_model
 from tasks.prefect_artifacts import publish_report
 from tasks.promotion_gate import gate_challenger
 from tasks.sample_data import generate_sample_batch
-from tasks.sklearn_training import TrainingSpec, expand_trials, select_best_trial, split_dataset, train_trial
+from tasks.sklearn_training import (
+    TrainingSpec,
+    expand_trials,
+    select_best_trial,
+    split_dataset,
+    split_files_exist,
+    train_trial,
+    trial_models_exist,
+)
 
 
 class TrainingSummary(BaseModel):
@@ -195,10 +203,14 @@ def continuous_training(
     try:
         source = f"{lineage[L.TAG_DATA_REPO]}/{dataset_path}@{version.rev}"
         log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
-        split = split_dataset(local_file, target, spec, str(home / "cache" / "splits"))
+        split_dir, model_dir = str(home / "cache" / "splits"), str(home / "cache" / "models")
+        # Cached results name files; if the files are gone, recompute and overwrite the cache entry.
+        refresh = not split_files_exist(local_file, spec, split_dir)
+        split = split_dataset.with_options(refresh_cache=refresh)(local_file, target, spec, split_dir)
         trials = expand_trials(spec)
-        futures = train_trial.map(unmapped(split), target, unmapped(spec), trials, list(range(len(trials))),
-                                  str(home / "cache" / "models"))
+        refresh = not trial_models_exist(split, target, spec, trials, model_dir)
+        futures = train_trial.with_options(refresh_cache=refresh).map(
+            unmapped(split), target, unmapped(spec), trials, list(range(len(trials))), model_dir)
         results = futures.result()
         log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, spec.estimator).result()
         best = select_best_trial(results, spec.metric())

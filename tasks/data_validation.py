@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from pydantic import BaseModel
 
 from blocks.data_contract import DataContract
 from tasks.exceptions import DataValidationError
+from tasks.logs import run_logger
 from tasks.sample_data import read_frame
 
 
@@ -151,7 +152,7 @@ def validate_dataset(dataset_file: str, contract: DataContract) -> ValidationRep
         ...     report.raise_for_violations()
         ...     return report.passed
     """
-    logger = get_run_logger()
+    logger = run_logger()
     try:
         frame = read_frame(dataset_file)
     except Exception as exc:  # an unreadable file is a violation too
@@ -202,5 +203,5 @@ def resolve_data_contract(dataset_file: str, contract_path: str, target: str,
         report.raise_for_violations()
     contract = DataContract.infer(frame, target=target, min_rows=min_rows, classification=classification)
     contract.to_file(path)
-    get_run_logger().info("Inferred a data contract from %s and stored it at %s", dataset_file, path)
+    run_logger().info("Inferred a data contract from %s and stored it at %s", dataset_file, path)
     return contract

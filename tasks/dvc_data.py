@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
-from prefect import get_run_logger, task
+from prefect import task
 from pydantic import BaseModel
 
 from blocks.dvc_repository import DvcRepository
 from tasks.exceptions import DataVersioningError, DvcRemoteError
+from tasks.logs import run_logger
 
 _GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "prefect-mlops",
@@ -111,7 +112,7 @@ def init_data_repo(data_repo: DvcRepository) -> str:
     """
     from dvc.repo import Repo
 
-    logger = get_run_logger()
+    logger = run_logger()
     path = Path(data_repo.repo_path)
     with _repo_lock(path):
         if not (path / ".git").exists():
@@ -129,7 +130,7 @@ def init_data_repo(data_repo: DvcRepository) -> str:
             with repo.config.edit() as conf:
                 conf["remote"][data_repo.remote_name] = {"url": data_repo.remote_url}
                 conf["core"]["remote"] = data_repo.remote_name
-                conf["core"]["autostage"] = False
+                conf["core"]["autostage"] = True
         finally:
             repo.close()
         if data_repo.remote_url.split("://")[0] not in {"s3", "gs", "azure", "ssh", "http", "https", "hdfs"}:
@@ -169,7 +170,7 @@ def version_dataset(data_repo: DvcRepository, source_path: str, dataset_path: st
         ...     init_data_repo(repo)
         ...     return version_dataset(repo, path).rev
     """
-    logger = get_run_logger()
+    logger = run_logger()
     source = Path(source_path)
     if not source.is_file():
         raise DataVersioningError(f"Cannot version {source}: the file does not exist. Pass an existing CSV/Parquet.")
@@ -259,7 +260,7 @@ def pull_dataset(data_repo: DvcRepository, dataset_path: str, rev: str, cache_di
             f"{data_repo.remote_url}: {exc}. Check that the remote is reachable."
         ) from exc
     partial.replace(local)
-    get_run_logger().info("Pulled %s@%s (md5 %s) to %s", dataset_path, rev[:10], md5, local)
+    run_logger().info("Pulled %s@%s (md5 %s) to %s", dataset_path, rev[:10], md5, local)
     return str(local)
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
+
+from tasks.logs import run_logger
 
 DATA_VERSIONED = "mlops.data.versioned"
 DATA_VALIDATION_FAILED = "mlops.data.validation_failed"
@@ -74,5 +76,5 @@ def emit_model_event(event: str, model_name: str, payload: dict[str, Any]) -> st
         resource={"prefect.resource.id": model_resource_id(model_name), "prefect.resource.name": model_name},
         payload=payload,
     )
-    get_run_logger().info("Emitted %s for %s", event, model_name)
+    run_logger().info("Emitted %s for %s", event, model_name)
     return str(emitted.id) if emitted else None

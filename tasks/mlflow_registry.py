@@ -13,12 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.mlflow_server import MlflowServer
 from tasks.exceptions import RegistryError
+from tasks.logs import run_logger
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -165,7 +166,7 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
                                               description=description)
     except MlflowException as exc:
         raise RegistryError(f"Registering run {run_id} as a version of {name!r} failed: {exc}") from exc
-    get_run_logger().info("Registered %s version %s from run %s", name, version.version, run_id)
+    run_logger().info("Registered %s version %s from run %s", name, version.version, run_id)
     return _info(version)
 
 
@@ -284,7 +285,7 @@ def set_model_alias(mlflow_server: MlflowServer, name: str, alias: str, version:
         client.set_model_version_tag(name, str(version), f"mlops.alias.{alias}.since", move.at)
     except MlflowException as exc:
         raise RegistryError(f"Moving alias {alias!r} of {name!r} to version {version} failed: {exc}") from exc
-    get_run_logger().info("Alias %s of %s: %s -> %s (%s)", alias, name, move.from_version, version, reason)
+    run_logger().info("Alias %s of %s: %s -> %s (%s)", alias, name, move.from_version, version, reason)
     return move
 
 

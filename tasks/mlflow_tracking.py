@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.mlflow_server import MlflowServer
 from tasks.exceptions import TrackingServerError
+from tasks.logs import run_logger
 from tasks.model_evaluation import Evaluation, load_model
 from tasks.sklearn_training import TrialResult
 
@@ -52,7 +53,7 @@ def check_tracking_server(mlflow_server: MlflowServer, attempts: int = 2, backof
         ... def ping() -> str:
         ...     return check_tracking_server(MlflowServer.load("local-mlflow"))
     """
-    logger = get_run_logger()
+    logger = run_logger()
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
@@ -262,7 +263,7 @@ def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str,
         except Exception as exc:
             raise _wrap("log model artifacts", mlflow_server, exc) from exc
     uri = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    get_run_logger().info("Logged model of run %s at %s", run_id, uri)
+    run_logger().info("Logged model of run %s at %s", run_id, uri)
     return uri
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.exceptions import TrainingConfigError
+from tasks.logs import run_logger
 from tasks.sample_data import read_frame
 from tasks.sklearn_training import positive_scores, score_predictions
 
@@ -173,7 +174,7 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
         ...     evaluation = evaluate_model(model, test, "churned", "classification", ["tenure_months"])
         ...     return evaluation.metrics["roc_auc"]
     """
-    logger = get_run_logger()
+    logger = run_logger()
     frame = read_frame(test_file)
     model = load_model(model_path)
     try:

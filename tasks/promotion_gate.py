@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.promotion_policy import PromotionPolicy
+from tasks.logs import run_logger
 from tasks.model_evaluation import Evaluation
 from tasks.sklearn_training import LOWER_IS_BETTER
 
@@ -93,5 +94,5 @@ def gate_challenger(challenger: Evaluation, champion: Evaluation | None, policy:
         (passed if ok else failed).append(f"fairness disparity on {challenger.fairness.get('attribute')}: "
                                           f"{disparity:.4f} (max {policy.max_disparity:.4f})")
     verdict = GateVerdict(promote=not failed, reasons=failed, passed=passed, champion_version=champion_version)
-    get_run_logger().info("Gate %s: %s", verdict.label, "; ".join(failed or passed))
+    run_logger().info("Gate %s: %s", verdict.label, "; ".join(failed or passed))
     return verdict

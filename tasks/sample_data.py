@@ -13,9 +13,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 
 from tasks.exceptions import DataVersioningError
+from tasks.logs import run_logger
 
 CLASSIFICATION_TARGET = "churned"
 REGRESSION_TARGET = "monthly_spend"
@@ -169,7 +170,7 @@ def generate_sample_batch(
         ... def make_day(day: int) -> str:
         ...     return generate_sample_batch(f"/tmp/day{day}.parquet", day=day, covariate_drift=0.1 * day)
     """
-    logger = get_run_logger()
+    logger = run_logger()
     frame = make_customer_frame(n_rows, seed, day, covariate_drift, concept_drift, task_type)
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
 from tasks.exceptions import TrainingConfigError
+from tasks.logs import run_logger
 from tasks.sample_data import read_frame
 
 
@@ -196,11 +197,14 @@ def _split_dir(output_dir: str, dataset_file: str, spec: TrainingSpec) -> Path:
     return Path(output_dir) / f"{Path(dataset_file).stem}-{spec.fingerprint()}"
 
 
-def _split_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+def split_files_exist(dataset_file: str, spec: TrainingSpec, output_dir: str) -> bool:
+    """Whether the files a cached split names are still on disk (else refresh the cache)."""
+    folder = _split_dir(output_dir, dataset_file, spec)
+    return all((folder / f"{name}.parquet").is_file() for name in ("train", "valid", "test"))
+
+
+def _split_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     spec: TrainingSpec = parameters["spec"]
-    folder = _split_dir(parameters["output_dir"], parameters["dataset_file"], spec)
-    if not all((folder / f"{name}.parquet").is_file() for name in ("train", "valid", "test")):
-        return None  # the files a cached result names are gone: split again
     return f"split-{Path(parameters['dataset_file']).stem}-{parameters['target']}-{spec.fingerprint()}"
 
 
@@ -257,7 +261,7 @@ def split_dataset(dataset_file: str, target: str, spec: TrainingSpec, output_dir
         paths[name] = str(out / f"{name}.parquet")
         part.to_parquet(paths[name], index=False)
     features = feature_columns(frame, target, spec)
-    get_run_logger().info("Split %s: %d / %d / %d rows", Path(dataset_file).name, len(train), len(valid), len(test))
+    run_logger().info("Split %s: %d / %d / %d rows", Path(dataset_file).name, len(train), len(valid), len(test))
     return SplitFiles(**paths, rows={"train": len(train), "valid": len(valid), "test": len(test)}, features=features)
 
 
@@ -312,11 +316,14 @@ def _trial_key(split: SplitFiles, target: str, spec: TrainingSpec, params: dict[
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def _trial_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    key = _trial_key(parameters["split"], parameters["target"], parameters["spec"], parameters["params"])
-    if not (Path(parameters["model_dir"]) / f"{key}.joblib").is_file():
-        return None  # the model a cached result names is gone: train again
-    return f"trial-{key}"
+def trial_models_exist(split: SplitFiles, target: str, spec: TrainingSpec, trials: list[dict[str, Any]],
+                       model_dir: str) -> bool:
+    """Whether the models cached trials name are still on disk (else refresh the cache)."""
+    return all((Path(model_dir) / f"{_trial_key(split, target, spec, p)}.joblib").is_file() for p in trials)
+
+
+def _trial_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return "trial-" + _trial_key(parameters["split"], parameters["target"], parameters["spec"], parameters["params"])
 
 
 @task(name="train-trial", cache_key_fn=_trial_cache_key, persist_result=True,
@@ -352,7 +359,7 @@ def train_trial(split: SplitFiles, target: str, spec: TrainingSpec, params: dict
     """
     import joblib
 
-    logger = get_run_logger()
+    logger = run_logger()
     train = read_frame(split.train)
     valid = read_frame(split.valid)
     estimator = make_estimator(spec.estimator, params)

@@ -13,6 +13,10 @@ import pytest
 # One isolated state folder for the whole session, set before any of our code reads it.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlops-test-"))
 os.environ["PREFECT_MLOPS_HOME"] = str(_SESSION_HOME / "state")
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect-home")
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_SESSION_HOME / "state" / "prefect-results")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("GIT_AUTHOR_NAME", "prefect-mlops tests")
 os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@example.invalid")
 os.environ.setdefault("GIT_COMMITTER_NAME", "prefect-mlops tests")
@@ -58,3 +62,26 @@ def mlflow_server(session_home: Path) -> Iterator[ServerProcess]:
     )
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_block_name(mlflow_server: ServerProcess, prefect_server: str) -> str:
+    """A saved MlflowServer block that points at the real mlflow server."""
+    from blocks.mlflow_server import MlflowServer
+
+    MlflowServer(tracking_uri=mlflow_server.url, experiment_name="tests").save("test-mlflow", overwrite=True)
+    return "test-mlflow"
+
+
+@pytest.fixture(scope="session")
+def sample_dir(session_home: Path) -> Path:
+    """Sample batches written once per session (day 0 = reference, day 3 = drifted)."""
+    from tasks.sample_data import make_customer_frame
+
+    folder = session_home / "samples"
+    folder.mkdir(exist_ok=True)
+    make_customer_frame(3000, seed=0, day=0).to_parquet(folder / "day0.parquet", index=False)
+    make_customer_frame(3000, seed=0, day=1).to_parquet(folder / "day1.parquet", index=False)
+    make_customer_frame(3000, seed=0, day=3, covariate_drift=0.8, concept_drift=0.8).to_parquet(
+        folder / "day3-drift.parquet", index=False)
+    return folder
