@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 from prefect import task
 from pydantic import BaseModel
 
@@ -13,6 +12,9 @@ from blocks.data_contract import DataContract
 from tasks.exceptions import DataValidationError
 from tasks.logs import run_logger
 from tasks.sample_data import read_frame
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 
 class Violation(BaseModel):
@@ -53,6 +55,7 @@ class ValidationReport(BaseModel):
 
 
 def _kind_ok(series: pd.Series, kind: str) -> bool:
+    import pandas as pd
     if kind in {"numeric", "integer"}:
         return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
     if kind == "boolean":
@@ -73,6 +76,8 @@ def check_frame(frame: pd.DataFrame, contract: DataContract, dataset: str = "<fr
     Returns:
         A report listing every violation.
     """
+    import numpy as np
+
     found: list[Violation] = []
 
     def add(check: str, column: str | None, message: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -123,6 +124,7 @@ def init_data_repo(data_repo: DvcRepository) -> str:
                 path.mkdir(parents=True, exist_ok=True)
                 _git(path, "init", "-q", "-b", data_repo.git_branch)
         if not (path / ".dvc").exists():
+            logging.getLogger("dvc").setLevel(logging.WARNING)  # "You can now commit the changes to git."
             Repo.init(str(path))
             logger.info("Initialised DVC in %s", path)
         repo = data_repo.get_repo()

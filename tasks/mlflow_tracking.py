@@ -7,8 +7,10 @@ the model with signature, input example and explicit pip requirements.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +169,10 @@ def log_dataset_input(mlflow_server: MlflowServer, run_id: str, dataset_file: st
 
     from tasks.sample_data import read_frame
 
-    dataset = mlflow.data.from_pandas(read_frame(dataset_file), source=source, name=name, targets=target)
-    entity = dataset._to_mlflow_entity()
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": it is a local path
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(read_frame(dataset_file), source=source, name=name, targets=target)
+        entity = dataset._to_mlflow_entity()
     mlflow_server.get_client().log_inputs(
         run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
     return entity.digest
@@ -250,14 +254,19 @@ def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str,
 
     model = load_model(model_path)
     sample = read_frame(sample_file)[features].head(200)
-    signature = infer_signature(sample, model.predict(sample))
+    with warnings.catch_warnings():  # the hint on integer columns; the serving schema handles them
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(sample, model.predict(sample))
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version" noise in uv venvs
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     client = mlflow_server.get_client()
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         local = Path(tmp) / artifact_path
-        mlflow.sklearn.save_model(model, str(local), signature=signature, input_example=sample.head(3),
-                                  pip_requirements=pinned_requirements(), skops_trusted_types=trusted,
-                                  metadata={"features": json.dumps(features)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.sklearn.save_model(model, str(local), signature=signature, input_example=sample.head(3),
+                                      pip_requirements=pinned_requirements(), skops_trusted_types=trusted,
+                                      metadata={"features": json.dumps(features)})
         try:
             client.log_artifacts(run_id, str(local), artifact_path)
         except Exception as exc:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
@@ -15,6 +13,10 @@ from tasks.exceptions import TrainingConfigError
 from tasks.logs import run_logger
 from tasks.sample_data import read_frame
 from tasks.sklearn_training import positive_scores, score_predictions
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
 
 
 class Evaluation(BaseModel):
@@ -56,6 +58,7 @@ def _slice_table(task_type: str, frame: pd.DataFrame, target: str, pred: np.ndar
 
 
 def _fairness(task_type: str, frame: pd.DataFrame, target: str, pred: np.ndarray, column: str) -> dict[str, Any]:
+    import numpy as np
     groups: dict[str, dict[str, float]] = {}
     y_all = frame[target].to_numpy()
     for value, idx in frame.groupby(column, observed=True, dropna=False).indices.items():
@@ -126,6 +129,8 @@ def _plots(task_type: str, model: Any, frame: pd.DataFrame, target: str, pred: n
 
 
 def _feature_importance(model: Any) -> pd.Series | None:
+    import numpy as np
+    import pandas as pd
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     values = getattr(final, "feature_importances_", None)
     if values is None and hasattr(final, "coef_"):
@@ -174,6 +179,8 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
         ...     evaluation = evaluate_model(model, test, "churned", "classification", ["tenure_months"])
         ...     return evaluation.metrics["roc_auc"]
     """
+    import numpy as np
+
     logger = run_logger()
     frame = read_frame(test_file)
     model = load_model(model_path)

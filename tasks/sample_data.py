@@ -9,14 +9,15 @@ distributions move) and concept drift (the relation between features and target 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import pandas as pd
 from prefect import task
 
 from tasks.exceptions import DataVersioningError
 from tasks.logs import run_logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 CLASSIFICATION_TARGET = "churned"
 REGRESSION_TARGET = "monthly_spend"
@@ -59,6 +60,9 @@ def make_customer_frame(
         >>> sorted(frame["churned"].unique().tolist())
         [0, 1]
     """
+    import numpy as np
+    import pandas as pd
+
     rng = np.random.default_rng([seed, day])
     d = float(covariate_drift)
     tenure = rng.gamma(2.0, 12.0, n_rows).clip(0, 120).round(1)
@@ -124,6 +128,8 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     Examples:
         >>> read_frame("data/customers.csv")  # doctest: +SKIP
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise DataVersioningError(f"Dataset file {path} does not exist: pass the path of a CSV or Parquet file.")

@@ -15,10 +15,8 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
@@ -27,6 +25,10 @@ from pydantic import BaseModel, Field
 from tasks.exceptions import TrainingConfigError
 from tasks.logs import run_logger
 from tasks.sample_data import read_frame
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
 
 
 class TrainingSpec(BaseModel):
@@ -163,6 +165,8 @@ def expand_trials(spec: TrainingSpec) -> list[dict[str, Any]]:
 
 def feature_columns(frame: pd.DataFrame, target: str, spec: TrainingSpec) -> list[str]:
     """Return the feature columns: everything but the target, the time column and exclusions."""
+    import pandas as pd
+
     drop = {target, *(spec.exclude_columns or [])}
     if spec.time_column:
         drop.add(spec.time_column)
@@ -175,6 +179,7 @@ def build_pipeline(estimator: Any, frame: pd.DataFrame, features: list[str]) -> 
     Numeric: median imputation and scaling. Categorical: most-frequent imputation and
     one-hot encoding that ignores unseen categories at prediction time.
     """
+    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -277,6 +282,7 @@ def score_predictions(task_type: str, y_true: Any, y_pred: Any, y_score: Any | N
     Returns:
         Metric name -> value.
     """
+    import numpy as np
     from sklearn import metrics as m
 
     if task_type == "regression":
