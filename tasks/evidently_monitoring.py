@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, Field
 
 from blocks.monitoring_policy import P_VALUE_METHODS, MonitoringPolicy
 from tasks.exceptions import MonitoringError
+from tasks.logs import run_logger
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,14 +107,6 @@ class DriftComputation:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a run; this module's logger otherwise (``task.fn(...)``)."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _log
 
 
 def _window_schema(path: Path, what: str) -> tuple[list[str], int | None]:
@@ -204,6 +196,7 @@ def _resolve_columns(reference_columns: list[str], current_columns: list[str], c
 
 def _column_kinds(reference: pd.DataFrame, columns: list[str]) -> tuple[list[str], list[str], list[str]]:
     """Split columns into numerical, categorical and unsupported (datetimes, ...) by reference dtype."""
+    import pandas as pd
     from pandas.api import types
 
     numerical: list[str] = []
@@ -211,8 +204,8 @@ def _column_kinds(reference: pd.DataFrame, columns: list[str]) -> tuple[list[str
     unsupported: list[str] = []
     for col in columns:
         series = reference[col]
-        if types.is_bool_dtype(series) or isinstance(series.dtype, __import__("pandas").CategoricalDtype) \
-                or types.is_object_dtype(series) or types.is_string_dtype(series):
+        if (types.is_bool_dtype(series) or isinstance(series.dtype, pd.CategoricalDtype)
+                or types.is_object_dtype(series) or types.is_string_dtype(series)):
             categorical.append(col)
         elif types.is_integer_dtype(series) and series.nunique() <= _MAX_INT_CATEGORIES:
             categorical.append(col)
@@ -287,6 +280,9 @@ def check_data_quality(reference: pd.DataFrame, current: pd.DataFrame, numerical
         non_null = int(len(cur_values) - cur_values.isna().sum())
         entry: dict[str, Any] = {"missing_share": cur_missing, "reference_missing_share": ref_missing}
         stats[col] = entry
+        if ref_missing >= 1.0:
+            issues.append(f"column '{col}': every value is missing in the reference")
+            continue
         if non_null == 0:
             issues.append(f"column '{col}': every value is missing in the current window")
             continue
@@ -320,7 +316,7 @@ def check_data_quality(reference: pd.DataFrame, current: pd.DataFrame, numerical
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-friendly scalar."""
+    """Return a JSON-friendly scalar."""
     if hasattr(value, "item"):
         value = value.item()
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
@@ -334,13 +330,12 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _not_enough(reference_rows: int, current_rows: int, policy: MonitoringPolicy, started: float,
-                quality_issues: list[str] | None = None) -> DriftSummary:
+def _not_enough(reference_rows: int, current_rows: int, policy: MonitoringPolicy, started: float) -> DriftSummary:
     short = "current window" if current_rows < policy.min_window_rows else "reference"
     rows = current_rows if short == "current window" else reference_rows
     return DriftSummary(
         verdict="not_enough_data", reference_rows=reference_rows, current_rows=current_rows,
-        quality_issues=quality_issues or [], seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started,
         message=f"Not enough data: the {short} has {rows} rows, fewer than min_window_rows="
                 f"{policy.min_window_rows}; no drift test ran.",
     )
@@ -394,8 +389,8 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
                        sorted({str(reference[c].dtype) for c in unsupported}))
     _check_types(reference, current, numerical)
     quality_issues, quality = check_data_quality(reference, current, numerical, categorical, policy)
-    empty = {c for c, stats in quality.items() if stats["missing_share"] >= 1.0}
-    empty |= {c for c in numerical + categorical if reference[c].isna().all()}
+    empty = {c for c, stats in quality.items()
+             if stats["missing_share"] >= 1.0 or stats["reference_missing_share"] >= 1.0}
     drift_cols = [c for c in numerical + categorical if c not in empty]
     if not drift_cols:
         raise MonitoringError(f"No column has values in both windows (empty: {sorted(empty)}); "
@@ -408,7 +403,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
 
     pred_categorical = False
     if prediction_column:
-        pred_num, pred_cat, pred_bad = _column_kinds(reference, [prediction_column])
+        _, pred_cat, pred_bad = _column_kinds(reference, [prediction_column])
         if pred_bad:
             raise MonitoringError(f"Prediction column '{prediction_column}' has unsupported dtype "
                                   f"{reference[prediction_column].dtype}: log labels or scores.")
@@ -557,6 +552,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -608,19 +604,19 @@ def save_drift_report(result: DriftComputation, policy: MonitoringPolicy, output
         "quality": result.quality,
         "evidently": evidently,
     }
-    _write_atomic(json_path, json.dumps(document, indent=1, default=_plain, allow_nan=False)
-                  if _all_finite(document) else json.dumps(document, indent=1, default=_plain))
+    _write_atomic(json_path, json.dumps(_json_safe(document), indent=1, default=_plain, allow_nan=False))
     return summary
 
 
-def _all_finite(obj: Any) -> bool:
+def _json_safe(obj: Any) -> Any:
+    """Replace NaN / infinity by None so the file is strict JSON."""
     if isinstance(obj, float):
-        return math.isfinite(obj)
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return all(_all_finite(v) for v in obj.values())
+        return {str(k): _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return all(_all_finite(v) for v in obj)
-    return True
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 @task(name="run-drift-report", cache_policy=NO_CACHE)
@@ -658,7 +654,7 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
         ...     return run_drift_report("data/train.parquet", "logs/2026-05-01.parquet", policy,
         ...                             "reports/2026-05-01", prediction_column="prediction")
     """
-    logger = get_run_logger() if _in_run() else _log
+    logger = run_logger()
     started = time.perf_counter()
     ref_file, cur_file = Path(reference_path), Path(current_path)
     ref_names, ref_rows = _window_schema(ref_file, "reference")
@@ -681,14 +677,6 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
     logger.info("Drift report %s: verdict %s in %.1f s (%s)", report_name, summary.verdict, summary.seconds,
                 summary.html_path or summary.json_path)
     return summary
-
-
-def _in_run() -> bool:
-    try:
-        get_run_logger()
-    except MissingContextError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- performance
@@ -806,7 +794,7 @@ def evaluate_performance(current_with_labels_path: str, label_column: str, predi
         ...     return evaluate_performance("logs/labelled.parquet", "churned", "prediction", "score",
         ...                                 {"roc_auc": 0.91, "accuracy": 0.86}, policy)
     """
-    logger = get_run_logger() if _in_run() else _log
+    logger = run_logger()
     started = time.perf_counter()
     path = Path(current_with_labels_path)
     names, _ = _window_schema(path, "labelled")

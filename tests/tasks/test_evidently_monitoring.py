@@ -1,0 +1,285 @@
+"""Drift, data-quality and performance monitoring against real Evidently 0.7 on real frames."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from prefect import flow
+from pydantic import ValidationError
+from scipy.stats import ks_2samp
+
+from blocks.monitoring_policy import MonitoringPolicy
+from tasks.evidently_monitoring import (
+    DriftSummary,
+    compute_drift,
+    compute_performance,
+    evaluate_performance,
+    run_drift_report,
+)
+from tasks.exceptions import MonitoringError
+
+SHIFTS = (0.1, 0.2, 0.3, 0.4, 0.5)
+#: With this seed (and the policy's default sample seed) no stable column crosses p = 0.05
+#: on the full data nor on the 50k samples: under no drift each KS test flags a column with
+#: probability 0.05, so a seed is part of a "known" case.
+BIG_CASE_SEED = 45
+
+
+def make_windows(seed: int, ref_rows: int, cur_rows: int, n_cols: int = 20,
+                 shifts: tuple[float, ...] = SHIFTS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Standard-normal columns; the first len(shifts) are shifted in the current window."""
+    rng = np.random.default_rng(seed)
+    cols = [f"f{i:02d}" for i in range(n_cols)]
+    reference = pd.DataFrame(rng.standard_normal((ref_rows, n_cols)), columns=cols)
+    current = pd.DataFrame(rng.standard_normal((cur_rows, n_cols)), columns=cols)
+    for col, shift in zip(cols, shifts, strict=False):
+        current[col] += shift
+    return reference, current
+
+
+def mixed_windows(rows: int = 4000, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Numbers, a category, an integer flag and a prediction; 'income' and 'plan' drift."""
+    rng = np.random.default_rng(seed)
+
+    def frame(n: int, income_mu: float, plan_p: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({
+            "age": rng.normal(40, 10, n),
+            "income": rng.normal(income_mu, 5_000, n),
+            "tenure": rng.gamma(2.0, 12.0, n),
+            "plan": rng.choice(["basic", "plus", "pro"], n, p=plan_p),
+            "region": rng.choice(["north", "south", "east", "west"], n),
+            "is_student": rng.integers(0, 2, n),
+            "score": rng.beta(2, 5, n),
+        })
+
+    return frame(rows, 50_000, [0.5, 0.3, 0.2]), frame(rows, 56_000, [0.2, 0.3, 0.5])
+
+
+def write(frame: pd.DataFrame, path: Path) -> str:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mixed_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("mixed")
+    reference, current = mixed_windows()
+    return write(reference, folder / "reference.parquet"), write(current, folder / "current.parquet")
+
+
+@pytest.fixture(scope="module")
+def big_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, set[str]]:
+    """1,000,000 current rows x 20 columns vs 100,000 reference rows, and the full-data truth."""
+    folder = tmp_path_factory.mktemp("big")
+    reference, current = make_windows(BIG_CASE_SEED, 100_000, 1_000_000)
+    truth = {c for c in reference.columns
+             if ks_2samp(reference[c].to_numpy(), current[c].to_numpy()).pvalue <= 0.05}
+    paths = write(reference, folder / "reference.parquet"), write(current, folder / "current.parquet")
+    return paths[0], paths[1], truth
+
+
+def test_known_drifted_and_stable_columns_are_found(mixed_files: tuple[str, str], tmp_path: Path) -> None:
+    reference, current = mixed_files
+    summary = run_drift_report.fn(reference, current, MonitoringPolicy(), str(tmp_path),
+                                  prediction_column="score")
+    assert set(summary.drifted_columns) == {"income", "plan"}
+    assert summary.column_methods["income"] == "ks"
+    assert summary.column_methods["plan"] == "chisquare"
+    assert summary.column_methods["is_student"] == "chisquare"  # low-cardinality integers are categories
+    assert summary.drift_share == pytest.approx(2 / 6)
+    assert summary.verdict == "no_drift" and not summary.dataset_drift
+    assert summary.prediction_drift is False
+    assert "score" not in summary.column_scores
+    assert summary.sampled is False
+    assert summary.quality_issues == []
+    assert all(summary.column_scores[c] > 0.05 for c in ("age", "tenure", "region", "is_student"))
+
+
+def test_drift_share_and_per_column_methods_come_from_the_policy(mixed_files: tuple[str, str]) -> None:
+    reference, current = (pd.read_parquet(p) for p in mixed_files)
+    policy = MonitoringPolicy(drift_share=0.3, column_methods={"income": "wasserstein", "age": "psi"},
+                              column_thresholds={"income": 0.5})
+    summary = compute_drift(reference, current, policy, columns=["age", "income", "plan"]).summary
+    assert summary.column_methods == {"age": "psi", "income": "wasserstein", "plan": "chisquare"}
+    assert summary.column_thresholds["income"] == 0.5
+    assert summary.column_thresholds["age"] == pytest.approx(0.1)  # Evidently's PSI default
+    # A 6,000 shift over a 5,000 std is a normed Wasserstein distance of about 1.2 > 0.5.
+    assert summary.drifted_columns == ["income", "plan"]
+    assert summary.verdict == "drift" and summary.dataset_drift
+
+
+def test_sampled_million_row_window_gives_the_full_data_verdict(big_files: tuple[str, str, set[str]],
+                                                                 tmp_path: Path) -> None:
+    reference, current, truth = big_files
+    expected = {f"f{i:02d}" for i in range(len(SHIFTS))}
+    assert truth == expected, "the data case itself must have exactly the shifted columns drifted"
+    policy = MonitoringPolicy()
+    summary = run_drift_report.fn(reference, current, policy, str(tmp_path))
+    assert summary.sampled is True
+    assert (summary.reference_rows, summary.current_rows) == (100_000, 1_000_000)
+    assert set(summary.drifted_columns) == truth
+    assert summary.verdict == "no_drift"  # 5 of 20 < drift_share 0.5
+    assert summary.drift_share == pytest.approx(0.25)
+    stable = set(summary.column_scores) - expected
+    assert len(stable) == 15 and all(summary.column_scores[c] > policy.column_threshold for c in stable)
+
+
+def test_sampling_is_deterministic() -> None:
+    reference, current = make_windows(3, 5_000, 20_000, n_cols=4, shifts=(0.05,))
+    policy = MonitoringPolicy(max_sample_rows=2_000, sample_seed=11)
+    first = compute_drift(reference, current, policy).summary
+    second = compute_drift(reference, current, policy).summary
+    assert first.sampled
+    assert first.column_scores == second.column_scores
+    other = compute_drift(reference, current, policy.model_copy(update={"sample_seed": 12})).summary
+    assert other.column_scores != first.column_scores
+
+
+def test_too_small_window_is_not_enough_data(mixed_files: tuple[str, str], tmp_path: Path) -> None:
+    reference = mixed_files[0]
+    small = write(pd.read_parquet(mixed_files[1]).head(150), tmp_path / "small.parquet")
+    summary = run_drift_report.fn(reference, small, MonitoringPolicy(), str(tmp_path / "out"))
+    assert summary.verdict == "not_enough_data"
+    assert not summary.dataset_drift and summary.drifted_columns == []
+    assert summary.current_rows == 150 and "min_window_rows=200" in summary.message
+    assert summary.html_path is None
+    assert json.loads(Path(summary.json_path).read_text())["summary"]["verdict"] == "not_enough_data"
+    # The same rule holds for frames and for a too-small reference.
+    frames = compute_drift(pd.read_parquet(reference).head(10), pd.read_parquet(small),
+                           MonitoringPolicy(min_window_rows=5)).summary
+    assert frames.verdict != "not_enough_data"
+    tiny_reference = compute_drift(pd.read_parquet(reference).head(10), pd.read_parquet(mixed_files[1]),
+                                   MonitoringPolicy()).summary
+    assert tiny_reference.verdict == "not_enough_data" and "reference" in tiny_reference.message
+
+
+def test_missing_column_is_a_clear_error(mixed_files: tuple[str, str], tmp_path: Path) -> None:
+    reference = mixed_files[0]
+    current = write(pd.read_parquet(mixed_files[1]).drop(columns=["income", "plan"]), tmp_path / "cur.parquet")
+    with pytest.raises(MonitoringError) as caught:
+        run_drift_report.fn(reference, current, MonitoringPolicy(), str(tmp_path / "out"))
+    message = str(caught.value)
+    assert "['income', 'plan']" in message and "cur.parquet" in message and "columns=[" in message
+    assert not (tmp_path / "out").exists(), "nothing is written for bad input"
+    with pytest.raises(MonitoringError, match="lacks column"):
+        run_drift_report.fn(reference, mixed_files[1], MonitoringPolicy(), str(tmp_path / "out"),
+                            columns=["age", "nope"])
+    with pytest.raises(MonitoringError, match="does not exist"):
+        run_drift_report.fn(reference, str(tmp_path / "absent.parquet"), MonitoringPolicy(), str(tmp_path))
+
+
+def test_report_files_exist_and_json_parses(mixed_files: tuple[str, str], tmp_path: Path) -> None:
+    reference, current = mixed_files
+    summary = run_drift_report.fn(reference, current, MonitoringPolicy(), str(tmp_path / "reports"),
+                                  prediction_column="score", report_name="daily-2026-05-01")
+    html, document = Path(summary.html_path), Path(summary.json_path)
+    assert html.name == "daily-2026-05-01.html" and document.name == "daily-2026-05-01.json"
+    assert html.stat().st_size > 10_000 and "<html" in html.read_text()[:2000].lower()
+    data = json.loads(document.read_text())
+    assert data["summary"]["drifted_columns"] == summary.drifted_columns
+    assert data["policy"]["drift_share"] == 0.5
+    assert data["windows"] == {"reference": reference, "current": current}
+    names = [m["config"]["type"] for m in data["evidently"]["metrics"]]
+    assert names.count("evidently:metric_v2:ValueDrift") == 7  # six features and the prediction
+    assert "evidently:metric_v2:DriftedColumnsCount" in names
+    assert any(t["status"] == "FAIL" for t in data["evidently"]["tests"])
+    with pytest.raises(MonitoringError, match="plain file name"):
+        run_drift_report.fn(reference, current, MonitoringPolicy(), str(tmp_path), report_name="../x")
+
+
+def test_quality_issues_are_reported_over_all_rows(tmp_path: Path) -> None:
+    reference, current = mixed_windows(rows=3000, seed=3)
+    current = current.copy()
+    current.loc[:599, "age"] = np.nan  # 20% missing
+    current.loc[600:659, "tenure"] = 10_000.0  # 2% out of the reference range
+    current.loc[660:664, "region"] = "atlantis"  # 5 rows of a new category
+    ref_path, cur_path = write(reference, tmp_path / "ref.csv"), write(current, tmp_path / "cur.csv")
+    summary = run_drift_report.fn(ref_path, cur_path, MonitoringPolicy(), str(tmp_path / "out"))
+    issues = "\n".join(summary.quality_issues)
+    assert len(summary.quality_issues) == 3, issues
+    assert "'age': 20.0% missing" in issues
+    assert re.search(r"'tenure': 2\.\d% of values outside the reference range", issues)
+    assert "'region': 1 category unseen in the reference ('atlantis')" in issues
+    quality = json.loads(Path(summary.json_path).read_text())["quality"]
+    assert quality["region"]["new_categories"] == ["atlantis"]
+
+
+def test_runs_as_a_prefect_task_in_a_flow(mixed_files: tuple[str, str], tmp_path: Path) -> None:
+    reference, current = mixed_files
+
+    @flow(name="drift-smoke")
+    def monitor(policy: MonitoringPolicy) -> DriftSummary:
+        return run_drift_report(reference, current, policy, str(tmp_path), columns=["age", "income"])
+
+    summary = monitor(MonitoringPolicy())
+    assert isinstance(summary, DriftSummary)
+    assert summary.drifted_columns == ["income"] and Path(summary.html_path).is_file()
+
+
+def labelled_window(rows: int, accuracy: float, seed: int = 0) -> pd.DataFrame:
+    """Labels, predictions right with probability ``accuracy``, and informative scores."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, rows)
+    right = rng.random(rows) < accuracy
+    prediction = np.where(right, label, 1 - label)
+    score = np.clip(0.5 + (prediction - 0.5) * rng.uniform(0.05, 1.0, rows), 0, 1)
+    return pd.DataFrame({"label": label, "prediction": prediction, "score": score})
+
+
+def test_performance_decay_is_detected(tmp_path: Path) -> None:
+    baseline = {"roc_auc": 0.90, "accuracy": 0.90, "f1": 0.90}
+    good = write(labelled_window(2000, 0.90), tmp_path / "good.parquet")
+    worse_frame = labelled_window(2000, 0.70, seed=1)
+    worse_frame.loc[:499, "label"] = np.nan  # labels not arrived yet: skipped
+    worse = write(worse_frame, tmp_path / "worse.parquet")
+
+    ok = evaluate_performance.fn(good, "label", "prediction", "score", baseline, MonitoringPolicy())
+    assert ok.verdict == "ok" and not ok.decayed
+    assert ok.metrics["accuracy"] == pytest.approx(0.90, abs=0.03)
+
+    policy = MonitoringPolicy(primary_metric="accuracy")
+    decayed = evaluate_performance.fn(worse, "label", "prediction", "score", baseline, policy)
+    assert decayed.verdict == "decayed" and decayed.decayed
+    assert decayed.labeled_rows == 1500 and decayed.total_rows == 2000
+    assert decayed.drop == pytest.approx(0.20, abs=0.04)
+    assert {"roc_auc", "accuracy", "f1", "precision", "recall"} <= set(decayed.metrics)
+    assert decayed.metrics["roc_auc"] < ok.metrics["roc_auc"]
+
+    few = compute_performance(labelled_window(100, 0.5), "label", "prediction", "score", baseline, policy)
+    assert few.verdict == "not_enough_data" and not few.decayed
+
+
+def test_performance_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    path = write(labelled_window(500, 0.9), tmp_path / "labelled.parquet")
+    with pytest.raises(MonitoringError, match="baseline_metrics has no 'roc_auc'"):
+        evaluate_performance.fn(path, "label", "prediction", "score", {"accuracy": 0.9}, MonitoringPolicy())
+    with pytest.raises(MonitoringError, match="needs score_column"):
+        evaluate_performance.fn(path, "label", "prediction", None, {"roc_auc": 0.9}, MonitoringPolicy())
+    with pytest.raises(MonitoringError, match=r"lacks column\(s\) \['truth'\]"):
+        evaluate_performance.fn(path, "truth", "prediction", "score", {"roc_auc": 0.9}, MonitoringPolicy())
+
+
+def test_policy_rejects_unknown_methods_and_inconsistent_sizes() -> None:
+    with pytest.raises(ValidationError, match="Unknown drift method"):
+        MonitoringPolicy(column_methods={"age": "kolmogorov"})
+    with pytest.raises(ValidationError, match="max_sample_rows"):
+        MonitoringPolicy(min_window_rows=1000, max_sample_rows=500)
+    policy = MonitoringPolicy(column_methods={"age": "psi"}, column_thresholds={"tenure": 0.01})
+    assert (policy.method_for("age", False), policy.threshold_for("age")) == ("psi", None)
+    assert (policy.method_for("plan", True), policy.threshold_for("tenure")) == ("chisquare", 0.01)
+
+
+def test_policy_saves_and_loads_as_a_prefect_block() -> None:
+    policy = MonitoringPolicy(drift_share=0.3, column_methods={"income": "psi"}, column_thresholds={"income": 0.2})
+    policy.save("monitoring-policy-test", overwrite=True)
+    loaded = MonitoringPolicy.load("monitoring-policy-test")
+    assert loaded.drift_share == 0.3 and loaded.column_methods == {"income": "psi"}
+    assert loaded.threshold_for("income") == 0.2
