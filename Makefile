@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(UV_DIR)/bin/uv)
 VENV := $(CURDIR)/.venv
 export UV_COMPILE_BYTECODE := 1
 # Use the system trust store (machines behind a TLS-inspecting proxy add their CA there).
-export UV_NATIVE_TLS ?= 1
+export UV_SYSTEM_CERTS ?= 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: demo test lint bench install clean

@@ -68,7 +68,7 @@ class DataContract(Block):
         frame: pd.DataFrame,
         target: str,
         min_rows: int = 100,
-        range_margin: float = 0.5,
+        range_margin: float = 1.0,
         classification: bool = True,
     ) -> DataContract:
         """Infer a contract from a reference frame, to be reviewed and edited.

@@ -70,6 +70,68 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _definitions(args: argparse.Namespace) -> list:
+    import datetime as dt
+
+    from deployments.definitions import definitions
+
+    params = dict(p.split("=", 1) for p in args.param or [])
+    if args.mlflow_block:
+        params.setdefault("mlflow_block", args.mlflow_block)
+    defs = definitions(cooldown=dt.timedelta(seconds=args.cooldown_seconds),
+                       monitor_every=dt.timedelta(seconds=args.monitor_every),
+                       watch_every=dt.timedelta(seconds=args.watch_every), retrain_cron=args.retrain_cron,
+                       parameters=params)
+    if args.only:
+        wanted = set(args.only.split(","))
+        defs = [d for d in defs if d.name in wanted or f"{d.entrypoint.split(':')[1].replace('_', '-')}/{d.name}"
+                in wanted]
+    return defs
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the deployments from this process."""
+    from deployments.definitions import serve_all
+
+    serve_all(_definitions(args), limit=args.limit)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Register the deployments with a work pool."""
+    from deployments.definitions import deploy_all
+
+    for deployment_id in deploy_all(args.work_pool, _definitions(args)):
+        print(deployment_id)
+    return 0
+
+
+def cmd_write_yaml(args: argparse.Namespace) -> int:
+    """Write prefect.yaml from the definitions."""
+    from deployments.definitions import write_prefect_yaml
+
+    print(write_prefect_yaml())
+    return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Create the notification automation."""
+    from deployments.automations import create_notification_automation
+
+    automation = create_notification_automation(args.url, apprise=args.apprise)
+    print(f"automation {automation.name} ({automation.id})")
+    return 0
+
+
+def _add_definition_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", default=None, help="comma-separated deployment names (default: all)")
+    parser.add_argument("--param", action="append", help="default parameter NAME=VALUE for every deployment")
+    parser.add_argument("--cooldown-seconds", type=float, default=6 * 3600, help="retrain cool-down per model")
+    parser.add_argument("--monitor-every", type=float, default=3600, help="monitoring interval, seconds")
+    parser.add_argument("--watch-every", type=float, default=300, help="data-watch interval, seconds")
+    parser.add_argument("--retrain-cron", default="0 3 * * *", help="cron of the scheduled retrain")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(prog="prefect-mlops", description=__doc__.splitlines()[0])
@@ -91,6 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="champion, lineage and serving endpoint")
     status.add_argument("--model", default="churn-classifier")
     status.set_defaults(func=cmd_status)
+    serve = sub.add_parser("serve", help="serve every deployment from this process (no work pool)")
+    _add_definition_options(serve)
+    serve.add_argument("--limit", type=int, default=None, help="most flow runs at once")
+    serve.set_defaults(func=cmd_serve)
+    deploy = sub.add_parser("deploy", help="register every deployment with a work pool")
+    _add_definition_options(deploy)
+    deploy.add_argument("--work-pool", default="mlops")
+    deploy.set_defaults(func=cmd_deploy)
+    write_yaml = sub.add_parser("write-yaml", help="write prefect.yaml from deployments/definitions.py")
+    write_yaml.set_defaults(func=cmd_write_yaml)
+    notify = sub.add_parser("notify", help="notify a webhook / Apprise URL on failures and rejections")
+    notify.add_argument("url")
+    notify.add_argument("--apprise", action="store_true")
+    notify.set_defaults(func=cmd_notify)
     return parser
 
 

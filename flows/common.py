@@ -37,3 +37,10 @@ def load_contract(name: str | None) -> DataContract | None:
 def contract_file(model_name: str) -> Path:
     """Where the embedded set-up keeps a model's inferred data contract."""
     return state_dir() / "contracts" / f"{model_name}.json"
+
+
+def load_monitoring_policy(name: str | None):  # noqa: ANN201 - MonitoringPolicy, imported lazily
+    """Load the named monitoring policy, or the default policy."""
+    from blocks.monitoring_policy import MonitoringPolicy
+
+    return MonitoringPolicy.load(name) if name else MonitoringPolicy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
@@ -46,6 +47,7 @@ from tasks.mlflow_tracking import (
     start_pipeline_run,
 )
 from tasks.model_evaluation import Evaluation, evaluate_model
+from tasks.monitoring_data import build_feedback_dataset, window_bounds
 from tasks.prefect_artifacts import publish_report
 from tasks.promotion_gate import gate_challenger
 from tasks.sample_data import generate_sample_batch
@@ -111,6 +113,8 @@ def continuous_training(
     policy_block: str | None = None,
     contract_block: str | None = None,
     trigger: dict[str, Any] | None = None,
+    feedback_hours: float | None = None,
+    log_dir: str | None = None,
 ) -> TrainingSummary:
     """Version the data, validate it, tune and evaluate, gate against the champion, register, promote.
 
@@ -131,6 +135,10 @@ def continuous_training(
         contract_block: Name of a saved ``DataContract`` block (None: the contract stored for
             this model, inferred from its first dataset).
         trigger: The event or schedule that started this run (recorded in lineage tags).
+        feedback_hours: With no ``data_file``, train on the versioned data plus the predictions
+            of the last this many hours whose ground truth has arrived (what a drift-triggered
+            retrain uses); the combined set is versioned like any new data.
+        log_dir: Inference log root for ``feedback_hours`` (None: the embedded default).
 
     Returns:
         A :class:`TrainingSummary` (data rev, run id, model version, verdict and reasons).
@@ -162,9 +170,16 @@ def continuous_training(
     if data_file is None and read_dvc_md5(data_repo.repo_path, dataset_path) is None:
         data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"),
                                           task_type=spec.task_type)
-    version = version_dataset(data_repo, data_file or str(data_repo.repo_path + "/" + dataset_path), dataset_path)
+    if data_file is None and feedback_hours:
+        current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
+        since, _ = window_bounds(feedback_hours)
+        feedback = build_feedback_dataset(current, log_dir, model_name, since, target,
+                                          str(home / "incoming" / f"{model_name}-feedback.parquet"))
+        data_file = feedback.path
+    version = version_dataset(data_repo, data_file or str(Path(data_repo.repo_path) / dataset_path), dataset_path)
     emit_model_event(DATA_VERSIONED, model_name, {"dataset_path": dataset_path, "rev": version.rev,
-                                                  "md5": version.md5, "new_commit": version.new_commit})
+                                                  "md5": version.md5, "new_commit": version.new_commit},
+                     labels={"mlops.origin": "continuous-training"})
     local_file = pull_dataset(data_repo, dataset_path, version.rev, str(home / "cache" / "data"))
 
     contract = contract or resolve_data_contract(local_file, str(contract_file(model_name)), target,
@@ -237,7 +252,8 @@ def continuous_training(
                      L.TAG_GATE_REASONS: json.dumps(verdict.reasons or verdict.passed),
                      L.TAG_GATE_CHAMPION: verdict.champion_version or "none",
                      L.TAG_PARAMS: json.dumps(best.params, sort_keys=True, default=str),
-                     L.TAG_FEATURES: json.dumps(split.features)}
+                     L.TAG_FEATURES: json.dumps(split.features),
+                     L.TAG_TEST_METRICS: json.dumps(evaluation.metrics, sort_keys=True)}
         registered = register_model_version(mlflow_server, model_name, model_uri, run_id,
                                             {**lineage, **gate_tags, L.TAG_TRAINING_KEY: key})
         aliases = [CHALLENGER]

@@ -1,13 +1,13 @@
 """Prefect events of prefect-mlops: every name and payload, in one place.
 
 Every event's resource is the model: ``prefect.resource.id = "mlops.model.<model name>"``,
-with ``prefect.resource.name = <model name>``. Deployment triggers match on the event
-name and that resource id. Payloads are JSON objects with these keys:
+with ``prefect.resource.name = <model name>`` and, where set, ``mlops.origin = <flow that
+emitted it>``. Deployment triggers match on the event name and those labels. Payloads are JSON objects with these keys:
 
 ==============================  ===========================================================
 event                           payload keys
 ==============================  ===========================================================
-``mlops.data.versioned``        ``dataset_path``, ``rev``, ``md5``, ``new_commit``
+``mlops.data.versioned``        ``dataset_path``, ``rev``, ``md5``, ``new_commit``, ``reference_md5``
 ``mlops.data.validation_failed`` ``dataset_path``, ``rev``, ``violations``
 ``mlops.model.promoted``        ``version``, ``previous_version``, ``run_id``, ``reasons``
 ``mlops.model.rejected``        ``version``, ``champion_version``, ``run_id``, ``reasons``
@@ -50,13 +50,15 @@ def model_resource_id(model_name: str) -> str:
 
 
 @task(name="emit-model-event", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def emit_model_event(event: str, model_name: str, payload: dict[str, Any]) -> str | None:
+def emit_model_event(event: str, model_name: str, payload: dict[str, Any],
+                     labels: dict[str, str] | None = None) -> str | None:
     """Emit a Prefect event about a model.
 
     Args:
         event: One of the names in this module (e.g. :data:`MODEL_PROMOTED`).
         model_name: Registered model name; the event's resource.
         payload: JSON-serialisable details (see the module docstring).
+        labels: Extra resource labels (e.g. ``{"mlops.origin": "data-watch"}``) that triggers match on.
 
     Returns:
         The event id, or None when events are disabled.
@@ -73,7 +75,8 @@ def emit_model_event(event: str, model_name: str, payload: dict[str, Any]) -> st
         raise ValueError(f"Unknown event {event!r}; use one of {ALL_EVENTS}")
     emitted = emit_event(
         event=event,
-        resource={"prefect.resource.id": model_resource_id(model_name), "prefect.resource.name": model_name},
+        resource={"prefect.resource.id": model_resource_id(model_name), "prefect.resource.name": model_name,
+                  **(labels or {})},
         payload=payload,
     )
     run_logger().info("Emitted %s for %s", event, model_name)

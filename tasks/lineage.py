@@ -34,6 +34,7 @@ TAG_GATE_CHAMPION = "mlops.gate.champion_version"
 TAG_TRIGGER = "mlops.trigger"
 TAG_TARGET = "mlops.target"
 TAG_FEATURES = "mlops.features"
+TAG_TEST_METRICS = "mlops.test_metrics"
 
 _CODE_ROOT = Path(__file__).resolve().parent.parent
 

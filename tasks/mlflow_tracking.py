@@ -307,3 +307,31 @@ def run_url(mlflow_server: MlflowServer, experiment_id: str, run_id: str) -> str
     if base:
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
     return f"{mlflow_server.tracking_uri} (run {run_id}; `mlflow ui --backend-store-uri {mlflow_server.tracking_uri}`)"
+
+
+@task(name="log-report-files", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def log_report_files(mlflow_server: MlflowServer, run_id: str, paths: list[str], artifact_dir: str) -> list[str]:
+    """Attach report files (e.g. Evidently HTML and JSON) to a run as artifacts.
+
+    Args:
+        mlflow_server: The MLflow block.
+        run_id: The run (e.g. the champion's training run).
+        paths: Local files.
+        artifact_dir: Artifact folder in the run.
+
+    Returns:
+        The artifact paths written.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def attach(run_id: str) -> list[str]:
+        ...     return log_report_files(MlflowServer.embedded(), run_id, ["/tmp/drift.html"], "monitoring/today")
+    """
+    client = mlflow_server.get_client()
+    written = []
+    for path in paths:
+        if path and Path(path).is_file():
+            client.log_artifact(run_id, path, artifact_dir)
+            written.append(f"{artifact_dir}/{Path(path).name}")
+    return written

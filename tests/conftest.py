@@ -25,9 +25,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servers import ServerProcess, free_port, start_server  # noqa: E402
-
-VENV_BIN = Path(sys.executable).parent
+from servers import ServerProcess, start_mlflow_server, start_prefect_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,29 +35,24 @@ def session_home() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server() -> Iterator[str]:
-    """A real Prefect server (SQLite) for the whole session, via prefect_test_harness."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(session_home: Path) -> Iterator[str]:
+    """A real ``prefect server start`` (SQLite, scheduler and triggers running) for the whole session."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
-        from prefect.settings import PREFECT_API_URL
-
-        yield PREFECT_API_URL.value()
+    server = start_prefect_server(session_home / "prefect-server", ui=False, scheduler_loop_s=2.0)
+    api = f"{server.url}/api"
+    os.environ["PREFECT_API_URL"] = api  # for subprocesses
+    try:
+        with temporary_settings({PREFECT_API_URL: api}):
+            yield api
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(session_home: Path) -> Iterator[ServerProcess]:
     """A real ``mlflow server`` on a free 127.0.0.1 port with a SQLite backend."""
-    root = session_home / "mlflow-server"
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = start_server(
-        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        url=f"http://127.0.0.1:{port}", health_path="/health",
-        log_path=root / "server.log", deadline_s=120,
-    )
+    server = start_mlflow_server(session_home / "mlflow-server")
     yield server
     server.stop()
 

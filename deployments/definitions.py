@@ -1,0 +1,278 @@
+"""One definition of every deployment, usable three ways.
+
+* ``serve_all()``: every deployment in one local process (``prefect.serve``), no work pool.
+* ``deploy_all(work_pool)``: register them with a Prefect server work pool (workers run them).
+* ``write_prefect_yaml()``: the same definitions as a ``prefect.yaml`` for ``prefect deploy --all``.
+
+``prefect-mlops serve`` / ``prefect-mlops deploy`` / ``prefect-mlops write-yaml`` wrap them.
+Retraining starts by itself: on a cron schedule, on new data (``watch-data`` emits an event),
+and on drift or decay (``monitor-model`` emits events); a reactive trigger's ``within``
+window is the cool-down, so one drift episode starts one retrain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.events import (
+    DATA_VERSIONED,
+    DRIFT_DETECTED,
+    MODEL_PROMOTED,
+    MODEL_ROLLED_BACK,
+    PERFORMANCE_DECAYED,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: What a triggered run records as its cause (rendered by Prefect from the triggering event).
+TRIGGER_PARAMETER = {
+    "event": "{{ event.event }}",
+    "event_id": "{{ event.id | string }}",
+    "occurred": "{{ event.occurred | string }}",
+    "resource": "{{ event.resource.id }}",
+    "payload": "{{ event.payload }}",
+}
+
+
+@dataclass(frozen=True)
+class EventTrigger:
+    """A deployment trigger on prefect-mlops events for any model."""
+
+    events: tuple[str, ...]
+    cooldown: dt.timedelta
+    labels: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def to_prefect(self) -> Any:
+        """Return the ``DeploymentEventTrigger``."""
+        from prefect.events import DeploymentEventTrigger
+
+        return DeploymentEventTrigger(
+            name=f"on {' / '.join(self.events)}",
+            expect=set(self.events),
+            match={"prefect.resource.id": "mlops.model.*", **self.labels},
+            for_each={"prefect.resource.id"},
+            posture="Reactive",
+            threshold=1,
+            within=self.cooldown,
+            parameters={"model_name": "{{ event.resource.name }}", "trigger": TRIGGER_PARAMETER, **self.parameters},
+        )
+
+    def to_yaml(self) -> dict[str, Any]:
+        """Return the trigger as a ``prefect.yaml`` entry."""
+        return {
+            "type": "event", "enabled": True, "expect": list(self.events),
+            "match": {"prefect.resource.id": "mlops.model.*", **self.labels},
+            "for_each": ["prefect.resource.id"], "posture": "Reactive", "threshold": 1,
+            "within": int(self.cooldown.total_seconds()),
+            "parameters": {"model_name": "{{ event.resource.name }}", "trigger": TRIGGER_PARAMETER, **self.parameters},
+        }
+
+
+@dataclass(frozen=True)
+class DeploymentDefinition:
+    """One deployment: which flow, its name, schedule, triggers and default parameters."""
+
+    entrypoint: str
+    name: str
+    description: str
+    cron: str | None = None
+    interval: dt.timedelta | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    triggers: tuple[EventTrigger, ...] = ()
+    tags: tuple[str, ...] = ("prefect-mlops",)
+
+    @property
+    def flow_name(self) -> str:
+        """The flow's name (deployments are addressed as ``flow-name/deployment``)."""
+        return self.load_flow().name
+
+    def load_flow(self) -> Any:
+        """Import the flow object from its entrypoint."""
+        from prefect.flows import load_flow_from_entrypoint
+
+        return load_flow_from_entrypoint(str(PROJECT_ROOT / self.entrypoint))
+
+    def schedule_kwargs(self) -> dict[str, Any]:
+        """Return the schedule arguments of ``to_deployment``."""
+        if self.cron:
+            return {"cron": self.cron}
+        if self.interval:
+            return {"interval": self.interval}
+        return {}
+
+
+def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: dt.timedelta = dt.timedelta(hours=1),
+                watch_every: dt.timedelta = dt.timedelta(minutes=5), retrain_cron: str = "0 3 * * *",
+                parameters: dict[str, Any] | None = None) -> list[DeploymentDefinition]:
+    """Return every deployment of prefect-mlops.
+
+    Args:
+        cooldown: Shortest time between two retrains caused by events for one model.
+        monitor_every: Interval of the monitoring deployment.
+        watch_every: Interval of the data watch.
+        retrain_cron: Cron schedule of the periodic retrain.
+        parameters: Default parameters shared by every deployment whose flow takes them
+            (e.g. ``{"mlflow_block": "prod-mlflow"}``).
+
+    Returns:
+        The definitions.
+
+    Examples:
+        >>> [d.name for d in definitions()][:3]
+        ['scheduled', 'on-new-data', 'on-drift']
+    """
+    shared = dict(parameters or {})
+    training = "flows/continuous_training.py:continuous_training"
+    return [
+        DeploymentDefinition(training, "scheduled", "Retrain on the latest data and labelled traffic, nightly.",
+                             cron=retrain_cron, parameters={**shared, "feedback_hours": 24.0}),
+        DeploymentDefinition(training, "on-new-data", "Retrain when watch-data announces new data.",
+                             parameters=shared,
+                             triggers=(EventTrigger((DATA_VERSIONED,), cooldown / 6, {"mlops.origin": "data-watch"}),)),
+        DeploymentDefinition(training, "on-drift", "Retrain on labelled recent traffic when monitoring sees drift "
+                             "or decay; one retrain per cool-down window.",
+                             parameters={**shared, "feedback_hours": 24.0},
+                             triggers=(EventTrigger((DRIFT_DETECTED, PERFORMANCE_DECAYED), cooldown,
+                                                    parameters={"feedback_hours": 24.0}),)),
+        DeploymentDefinition("flows/monitor_model.py:monitor_model", "hourly", "Drift, quality and performance of "
+                             "the serving champion.", interval=monitor_every, parameters=shared),
+        DeploymentDefinition("flows/watch_data.py:watch_data", "watch", "Look for new data.", interval=watch_every,
+                             parameters=shared),
+        DeploymentDefinition("flows/deploy_model.py:deploy_model", "on-promotion", "Serve the new champion.",
+                             parameters={k: v for k, v in shared.items() if k == "mlflow_block"},
+                             triggers=(EventTrigger((MODEL_PROMOTED, MODEL_ROLLED_BACK), dt.timedelta(seconds=1)),)),
+        DeploymentDefinition("flows/batch_scoring.py:batch_scoring", "manual", "Score a data set with the champion.",
+                             parameters={k: v for k, v in shared.items() if k == "mlflow_block"}),
+        DeploymentDefinition("flows/rollback_model.py:rollback_model", "manual", "Make the previous champion serve.",
+                             parameters={k: v for k, v in shared.items() if k == "mlflow_block"}),
+    ]
+
+
+def _accepted(flow: Any, parameters: dict[str, Any]) -> dict[str, Any]:
+    names = set(flow.parameters.properties)
+    return {k: v for k, v in parameters.items() if k in names}
+
+
+def runner_deployments(defs: list[DeploymentDefinition], from_source: bool = False,
+                       work_pool_name: str | None = None) -> list[Any]:
+    """Build Prefect ``RunnerDeployment`` objects from the definitions.
+
+    Args:
+        defs: The definitions.
+        from_source: Load flows from the project folder (for work-pool deployments).
+        work_pool_name: Work pool for ``deploy``.
+
+    Returns:
+        Deployments for ``prefect.serve`` or ``prefect.deploy``.
+    """
+    deployments = []
+    for definition in defs:
+        flow = definition.load_flow()
+        if from_source:
+            flow = flow.from_source(source=str(PROJECT_ROOT), entrypoint=definition.entrypoint)
+        triggers = [t.to_prefect() for t in definition.triggers]
+        for trigger in triggers:
+            trigger.parameters = _accepted(flow, trigger.parameters or {})
+        deployments.append(flow.to_deployment(
+            name=definition.name, description=definition.description, tags=list(definition.tags),
+            parameters=_accepted(flow, definition.parameters), triggers=triggers or None,
+            work_pool_name=work_pool_name, **definition.schedule_kwargs()))
+    return deployments
+
+
+def serve_all(defs: list[DeploymentDefinition] | None = None, limit: int | None = None) -> None:
+    """Serve every deployment from this process until interrupted.
+
+    Args:
+        defs: The definitions (default: :func:`definitions`).
+        limit: Most flow runs at once.
+
+    Examples:
+        >>> from deployments.definitions import serve_all
+        >>> serve_all()  # doctest: +SKIP
+    """
+    from prefect import serve
+
+    serve(*runner_deployments(defs or definitions()), limit=limit)
+
+
+def deploy_all(work_pool_name: str, defs: list[DeploymentDefinition] | None = None) -> list[str]:
+    """Register every deployment with a work pool of the current Prefect server.
+
+    Args:
+        work_pool_name: An existing work pool (e.g. ``prefect work-pool create mlops --type process``).
+        defs: The definitions (default: :func:`definitions`).
+
+    Returns:
+        The deployment ids.
+
+    Examples:
+        >>> from deployments.definitions import deploy_all
+        >>> deploy_all("mlops")  # doctest: +SKIP
+    """
+    from prefect import deploy
+
+    ids = deploy(*runner_deployments(defs or definitions(), from_source=True, work_pool_name=work_pool_name),
+                 work_pool_name=work_pool_name, build=False, push=False, print_next_steps_message=False)
+    return [str(i) for i in ids]
+
+
+def prefect_yaml(defs: list[DeploymentDefinition] | None = None, work_pool_name: str = "mlops") -> dict[str, Any]:
+    """Return the ``prefect.yaml`` document for the definitions.
+
+    Args:
+        defs: The definitions (default: :func:`definitions`).
+        work_pool_name: Work pool every deployment uses.
+
+    Returns:
+        The document (write it with :func:`write_prefect_yaml`).
+    """
+    docs = []
+    for d in defs or definitions():
+        flow = d.load_flow()
+        entry: dict[str, Any] = {
+            "name": d.name, "description": d.description, "entrypoint": d.entrypoint, "tags": list(d.tags),
+            "parameters": _accepted(flow, d.parameters), "work_pool": {"name": work_pool_name},
+        }
+        if d.cron:
+            entry["schedules"] = [{"cron": d.cron}]
+        elif d.interval:
+            entry["schedules"] = [{"interval": int(d.interval.total_seconds())}]
+        if d.triggers:
+            entry["triggers"] = [t.to_yaml() for t in d.triggers]
+            for trigger in entry["triggers"]:
+                trigger["parameters"] = _accepted(flow, trigger["parameters"])
+        docs.append(entry)
+    return {
+        "name": "prefect-mlops",
+        "prefect-version": "3.8.8",
+        "build": None,
+        "push": None,
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PREFECT_MLOPS_PROJECT }}"}}],
+        "deployments": docs,
+    }
+
+
+def write_prefect_yaml(path: Path | None = None) -> Path:
+    """Write ``prefect.yaml`` (generated: edit the definitions, not the file).
+
+    Args:
+        path: Where to write (default: the project root).
+
+    Returns:
+        The path written.
+    """
+    import yaml
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    path = path or PROJECT_ROOT / "prefect.yaml"
+    header = "# Generated by `prefect-mlops write-yaml` from deployments/definitions.py: edit those, not this.\n"
+    path.write_text(header + yaml.dump(prefect_yaml(), Dumper=_NoAliases, sort_keys=False, width=100))
+    return path

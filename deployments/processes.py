@@ -1,0 +1,173 @@
+"""Start and stop the local servers of the embedded set-up (Prefect, MLflow) by PID.
+
+Used by ``make demo`` and by the test fixtures: every server binds 127.0.0.1 on a free
+port, is waited for with a health check and a deadline, and is stopped by its process
+group id, never left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A started server: its process, URL and log file."""
+
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """Return the end of the server's log."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server's whole process group by PID, then wait for it."""
+        if self.process.poll() is not None:
+            return
+        pgid = os.getpgid(self.process.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.process.wait(timeout=timeout)
+
+
+def wait_until(check: Callable[[], bool], deadline_s: float, what: str, process: subprocess.Popen | None = None,
+               log: Callable[[], str] | None = None, interval: float = 0.2) -> None:
+    """Poll ``check`` until it returns True; fail with a clear message at the deadline.
+
+    Args:
+        check: Returns True when the condition holds (connection errors count as False).
+        deadline_s: Seconds to wait at most.
+        what: What is awaited, for the error message.
+        process: Fail at once if this process exits.
+        log: Returns log text to add to the error message.
+        interval: Seconds between checks.
+
+    Raises:
+        TimeoutError: At the deadline.
+        RuntimeError: If ``process`` exits first.
+    """
+    import httpx
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {process.returncode}:\n{log() if log else ''}")
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not ready after {deadline_s:.0f}s:\n{log() if log else ''}")
+
+
+def start_server(cmd: Sequence[str], url: str, health_path: str, log_path: Path, env: dict[str, str] | None = None,
+                 deadline_s: float = 90.0, cwd: Path | None = None) -> ServerProcess:
+    """Start ``cmd`` in its own process group and wait until ``url + health_path`` answers 200.
+
+    Args:
+        cmd: Command line.
+        url: Base URL the server will answer on.
+        health_path: Path of the health check.
+        log_path: File for the server's output.
+        env: Extra environment variables.
+        deadline_s: Seconds to wait for health.
+        cwd: Working directory.
+
+    Returns:
+        The running server.
+    """
+    import httpx
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(list(cmd), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})}, cwd=cwd)
+    server = ServerProcess(proc, url, log_path)
+
+    def healthy() -> bool:
+        return httpx.get(url + health_path, timeout=2.0).status_code == 200
+
+    try:
+        wait_until(healthy, deadline_s, f"server {' '.join(map(str, cmd[:3]))}", proc, server.log_tail)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0) -> dict[str, str]:
+    """Environment of a local Prefect server whose state lives under ``root``."""
+    return {
+        "PREFECT_HOME": str(root / "prefect-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(scheduler_loop_s),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": "",
+    }
+
+
+def start_prefect_server(root: Path, port: int | None = None, ui: bool = True, deadline_s: float = 120.0,
+                         scheduler_loop_s: float = 5.0) -> ServerProcess:
+    """Start ``prefect server start`` (SQLite under ``root``) on 127.0.0.1 and wait for /api/health.
+
+    Args:
+        root: Folder for the server's database and home.
+        port: Port (default: a free one).
+        ui: Serve the UI too.
+        deadline_s: Seconds to wait for health.
+        scheduler_loop_s: How often the scheduler creates runs from schedules.
+
+    Returns:
+        The running server; its API is ``url + "/api"``.
+    """
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+           "--ui" if ui else "--no-ui", "--analytics-off"]
+    return start_server(cmd, f"http://127.0.0.1:{port}", "/api/health", root / "prefect-server.log",
+                        env=prefect_server_env(root, scheduler_loop_s), deadline_s=deadline_s)
+
+
+def start_mlflow_server(root: Path, port: int | None = None, deadline_s: float = 120.0) -> ServerProcess:
+    """Start ``mlflow server`` (SQLite + local artifacts under ``root``) on 127.0.0.1.
+
+    Args:
+        root: Folder for ``mlflow.db`` and ``artifacts``.
+        port: Port (default: a free one).
+        deadline_s: Seconds to wait for health.
+
+    Returns:
+        The running server.
+    """
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    return start_server(cmd, f"http://127.0.0.1:{port}", "/health", root / "mlflow-server.log", deadline_s=deadline_s)
