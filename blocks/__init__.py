@@ -6,6 +6,7 @@
 from blocks.data_contract import ColumnSpec, DataContract
 from blocks.dvc_repository import DvcRepository
 from blocks.mlflow_server import MlflowServer
+from blocks.monitoring_policy import MonitoringPolicy
 from blocks.promotion_policy import PromotionPolicy
 
-__all__ = ["ColumnSpec", "DataContract", "DvcRepository", "MlflowServer", "PromotionPolicy"]
+__all__ = ["ColumnSpec", "DataContract", "DvcRepository", "MlflowServer", "MonitoringPolicy", "PromotionPolicy"]

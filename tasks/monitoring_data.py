@@ -76,11 +76,14 @@ def export_inference_window(log_dir: str | None, model_name: str, start: str, en
 
 @task(name="build-feedback-dataset", cache_policy=NO_CACHE)
 def build_feedback_dataset(base_file: str, log_dir: str | None, model_name: str, since: str, target: str,
-                           output_path: str, keep_base_rows: int | None = None) -> FeedbackDataset:
-    """Combine the versioned training data with labelled predictions logged since ``since``.
+                           output_path: str, min_window_rows: int = 1000) -> FeedbackDataset:
+    """Build the next training set from labelled predictions logged since ``since``.
 
-    The labelled traffic is what the model meets now; the newest base rows keep history.
-    Logged rows become training rows: their features, and their label as the target.
+    The labelled traffic is what the model meets now. With at least ``min_window_rows``
+    labelled rows the training set is that window alone (a sliding window: the model
+    learns the current distribution, so monitoring against its training data is clean
+    again); with fewer, the window is appended to the versioned data. Logged rows become
+    training rows: their features, and their label as the target.
 
     Args:
         base_file: The currently versioned training data (local file).
@@ -89,7 +92,7 @@ def build_feedback_dataset(base_file: str, log_dir: str | None, model_name: str,
         since: Earliest prediction time to use, ISO 8601.
         target: Target column of the training data.
         output_path: Parquet file to write.
-        keep_base_rows: Keep only the newest this many base rows (None: all).
+        min_window_rows: Labelled rows from which the window replaces the versioned data.
 
     Returns:
         The new training file and its composition.
@@ -107,8 +110,6 @@ def build_feedback_dataset(base_file: str, log_dir: str | None, model_name: str,
     from tasks.sample_data import read_frame
 
     base = read_frame(base_file)
-    if keep_base_rows is not None:
-        base = base.tail(keep_base_rows)
     logged = read_inference_log(log_dir, model_name, start=since, with_labels=True)
     labelled = logged[logged["label"].notna()] if "label" in logged.columns else logged.iloc[0:0]
     columns = [c for c in base.columns if c != target and c in labelled.columns]
@@ -122,6 +123,8 @@ def build_feedback_dataset(base_file: str, log_dir: str | None, model_name: str,
                 feedback[column] = feedback[column].astype(base[column].dtype)
             except (TypeError, ValueError):
                 pass
+    if len(feedback) >= min_window_rows:
+        base = base.iloc[0:0]
     combined = pd.concat([base, feedback[[c for c in base.columns if c in feedback.columns]]], ignore_index=True)
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
