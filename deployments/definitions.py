@@ -137,7 +137,8 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
                              "or decay; one retrain per cool-down window.",
                              parameters={**shared, "feedback_hours": 24.0},
                              triggers=(EventTrigger((DRIFT_DETECTED, PERFORMANCE_DECAYED), cooldown,
-                                                    parameters={"feedback_hours": 24.0}),)),
+                                                    parameters={"feedback_since": "{{ event.payload.window.start }}"}),
+                                       )),
         DeploymentDefinition("flows/monitor_model.py:monitor_model", "hourly", "Drift, quality and performance of "
                              "the serving champion.", interval=monitor_every, parameters=shared),
         DeploymentDefinition("flows/watch_data.py:watch_data", "watch", "Look for new data.", interval=watch_every,

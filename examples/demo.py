@@ -1,45 +1,246 @@
-"""`make demo`: the training half of the loop on embedded defaults, nothing to configure.
+"""`make demo`: the whole continuous-training loop on embedded defaults, nothing to configure.
 
-Day 0: a sample batch is versioned with DVC, validated, tuned (parallel trials), tracked
-in MLflow, registered and promoted to ``champion``. Day 1: a new batch with some drift is
-versioned and trained on; the gate compares the challenger with the champion on the same
-test data and promotes it or records why not.
+1. Start a local Prefect server (SQLite) and an ``mlflow server`` (SQLite + local artifacts),
+   both on 127.0.0.1, state under ``.mlops/``.
+2. Day 0: version a sample batch with DVC, validate, tune, track, register, promote ``champion``;
+   package it as a bento and serve it behind a stable URL.
+3. Serve the event-driven deployments (retrain on drift, deploy on promotion) from a runner.
+4. Send simulated traffic for several days whose drift grows (ground truth arrives later);
+   monitor each day with Evidently. When monitoring sees drift it emits an event; the
+   automation starts retraining on the drifted, labelled traffic; the new model passes the
+   gate, is promoted, and the promotion event deploys it while traffic keeps flowing.
+5. Monitor again: clean. Print the timeline and the URLs; stop everything (unless ``--keep``).
+
+    .venv/bin/python -m examples.demo [--keep]
 """
 
 from __future__ import annotations
 
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
 import os
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "churn-classifier"
+STARTED = time.perf_counter()
 
 
-def main() -> int:
-    """Run the demo and print a readable timeline."""
+def say(message: str) -> None:
+    """Print one timeline line."""
+    print(f"[{time.perf_counter() - STARTED:6.1f}s] {message}", flush=True)
+
+
+class Traffic:
+    """Background traffic: one record at a time, counting failures (a swap must drop none)."""
+
+    def __init__(self, url: str, records: list[dict[str, Any]]) -> None:
+        self.url, self.records = url, records
+        self.sent = self.failed = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10.0) as client:
+            i = 0
+            while not self._stop.is_set():
+                try:
+                    response = client.post(f"{self.url}/predict", json=self.records[i % len(self.records)])
+                    ok = response.status_code == 200
+                    if not ok:
+                        self.errors.append(f"{response.status_code} {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    ok = False
+                    self.errors.append(repr(exc))
+                self.sent += 1
+                self.failed += not ok
+                i += 1
+                time.sleep(0.02)
+
+    def start(self) -> Traffic:
+        """Start sending."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sending."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def send_day(url: str, frame: Any, features: list[str], batch: int = 100) -> dict[str, int]:
+    """Send one simulated day of traffic in batches; return request id -> true label."""
+    import httpx
+
+    labels: dict[str, int] = {}
+    records = json.loads(frame[features].to_json(orient="records"))
+    truth = frame["churned"].tolist()
+    with httpx.Client(timeout=30.0) as client:
+        for start in range(0, len(records), batch):
+            response = client.post(f"{url}/predict", json=records[start:start + batch])
+            response.raise_for_status()
+            for request_id, label in zip(response.json()["request_ids"], truth[start:start + batch], strict=True):
+                labels[request_id] = label
+    return labels
+
+
+def wait_for(check: Any, deadline_s: float, what: str, interval: float = 1.0) -> Any:
+    """Poll until ``check()`` is truthy; fail clearly at the deadline."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not done after {deadline_s:.0f}s")
+
+
+def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
+    """Run the loop and print the timeline."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the servers running at the end")
+    parser.add_argument("--rows", type=int, default=3000, help="requests per simulated day")
+    args = parser.parse_args()
+
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     from blocks.settings import state_dir
+    from deployments.processes import start_mlflow_server, start_prefect_server
+
+    home = state_dir()
+    say(f"state folder {home} (rm -rf it to start over)")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        prefect_future = pool.submit(start_prefect_server, home / "prefect", None, True)
+        mlflow_future = pool.submit(start_mlflow_server, home / "mlflow-server")
+        prefect_server, mlflow_server = prefect_future.result(), mlflow_future.result()
+    api = f"{prefect_server.url}/api"
+    os.environ["PREFECT_API_URL"] = api
+    say(f"Prefect UI {prefect_server.url}   MLflow UI {mlflow_server.url}")
+    runner = None
+    try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api}):
+            runner = story(args, home, api, mlflow_server.url)
+    finally:
+        if args.keep:
+            say("--keep: servers left running; stop them with `kill` on the PIDs in .mlops or `make demo-stop`")
+        else:
+            from tasks.bentoml_serving import stop_serving
+
+            if runner is not None:
+                os.killpg(runner.pid, 15)
+                runner.wait(timeout=60)
+            stop_serving(None)
+            mlflow_server.stop()
+            prefect_server.stop()
+            say("stopped the runner, the model server, MLflow and Prefect")
+    return 0
+
+
+def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> subprocess.Popen:
+    """The loop itself; returns the runner process (stopped by the caller)."""
+    from blocks.mlflow_server import MlflowServer
     from flows.continuous_training import continuous_training
+    from flows.deploy_model import deploy_model
+    from flows.monitor_model import monitor_model
+    from tasks.bentoml_serving import serving_status
+    from tasks.inference_log import attach_ground_truth
     from tasks.sample_data import make_customer_frame
     from tasks.sklearn_training import TrainingSpec
 
-    home = state_dir()
+    MlflowServer(tracking_uri=mlflow_url, experiment_name="demo").save("demo-mlflow", overwrite=True)
     incoming = home / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
-    spec = TrainingSpec(search_space={"C": [0.03, 0.3, 3.0]})
-    started = time.perf_counter()
-    print(f"prefect-mlops demo: state in {home}\n")
-    for day, drift in ((0, 0.0), (1, 0.3)):
-        path = incoming / f"day{day}.parquet"
-        make_customer_frame(8000, seed=42, day=day, covariate_drift=drift).to_parquet(path, index=False)
-        print(f"== day {day}: new batch {path.name} (covariate drift {drift}) ==")
-        summary = continuous_training(data_file=str(path), training=spec)
-        print(summary.render(), "\n")
-    db = home / "mlflow" / "mlflow.db"
-    print(f"Done in {time.perf_counter() - started:.0f}s.")
-    print(f"Browse runs and the registry:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{db}")
-    print(f"Data repository (git + DVC):   git -C {Path(home / 'dvc' / 'data-repo')} log --oneline")
-    print("Start over:                    rm -rf .mlops")
-    return 0
+    day0 = incoming / "day0.parquet"
+    make_customer_frame(8000, seed=42, day=0).to_parquet(day0, index=False)
+    spec = TrainingSpec(search_space={"C": [0.1, 1.0]})
+    summary = continuous_training(data_file=str(day0), training=spec, mlflow_block="demo-mlflow")
+    say(f"day 0: data rev {summary.data_rev[:10]} -> MLflow run {summary.run_id[:10]} -> {MODEL} "
+        f"v{summary.model_version} {summary.verdict} (roc_auc {summary.metrics['roc_auc']:.3f})")
+    deployed = deploy_model(mlflow_block="demo-mlflow")
+    url = deployed.url
+    say(f"serving v{deployed.model_version} at {url} (bento {deployed.bento})")
+
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+           "PREFECT_MLOPS_PROJECT": str(ROOT)}
+    log = open(home / "runner.log", "ab")  # noqa: SIM115 - closed with the process
+    runner = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve", "--only", "on-drift,on-promotion",
+                               "--cooldown-seconds", "600", "--param", "mlflow_block=demo-mlflow"],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    say("runner serves continuous-training/on-drift and deploy-model/on-promotion (event triggers)")
+
+    features = json.loads(summary_features(mlflow_url, summary.model_version))
+    background = Traffic(url, json.loads(make_customer_frame(200, seed=7, day=9)[features].to_json(
+        orient="records"))).start()
+    retrained_at = None
+    logged = 0
+    try:
+        for day, drift in ((1, 0.0), (2, 0.8), (3, 0.8)):
+            day_start = dt.datetime.now(dt.UTC)
+            frame = make_customer_frame(args.rows, seed=100 + day, day=day, covariate_drift=drift,
+                                        concept_drift=drift)
+            labels = send_day(url, frame, features)
+            attach_ground_truth(None, MODEL, labels)
+            logged += len(labels)
+            wait_for(lambda n=logged: _written(serving_status()) >= n, 60, "the inference log to be written")
+            hours = (dt.datetime.now(dt.UTC) - day_start).total_seconds() / 3600 + 1e-3
+            result = monitor_model(window_hours=hours, mlflow_block="demo-mlflow")
+            drifted = ", ".join(result.drift.drifted_columns) if result.drift else "-"
+            say(f"day {day}: {len(labels)} requests (drift {drift}) -> monitor v{result.champion_version}: "
+                f"{result.verdict}; drifted: {drifted}; events: {', '.join(result.events) or '-'}")
+            if result.events and retrained_at is None:
+                before = result.champion_version
+                say("waiting for the automation: retrain on the drifted traffic, gate, promote, deploy ...")
+                status = wait_for(lambda b=before: _serving_newer(serving_status(), b), 240,
+                                  "the retrained champion to serve")
+                retrained_at = time.perf_counter()
+                say(f"v{status['model_version']} serves at {url} now (bento {status['bento']}); "
+                    f"background traffic: {background.sent} requests, {background.failed} failed")
+    finally:
+        background.stop()
+    say(f"background traffic over the whole demo: {background.sent} requests, {background.failed} failed")
+    reports = sorted((home / "reports" / MODEL).glob("*/drift.html"))
+    print()
+    print(f"Prefect UI   {api.removesuffix('/api')}")
+    print(f"MLflow UI    {mlflow_url}/#/models/{MODEL}")
+    print(f"Reports      {reports[-1].parent.parent if reports else home / 'reports'}")
+    print(f"Endpoint     curl -s -X POST {url}/predict -H 'content-type: application/json' "
+          f"-d '{json.dumps(json.loads(make_customer_frame(1, seed=1)[features].to_json(orient='records'))[0])}'")
+    if background.failed:
+        print("failed background requests:", background.errors[:5])
+    return runner
+
+
+def summary_features(mlflow_url: str, version: str) -> str:
+    """Return the feature list recorded on a registered version."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=mlflow_url).get_model_version(MODEL, version).tags["mlops.features"]
+
+
+def _written(status: dict[str, Any]) -> int:
+    return int((status.get("inference_log") or {}).get("written", 0))
+
+
+def _serving_newer(status: dict[str, Any], before: str | None) -> dict[str, Any] | None:
+    answering = (status.get("answering") or {}).get("model_version")
+    if status.get("state") == "serving" and answering and str(answering) != str(before):
+        return status
+    return None
 
 
 if __name__ == "__main__":

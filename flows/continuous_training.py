@@ -114,6 +114,7 @@ def continuous_training(
     contract_block: str | None = None,
     trigger: dict[str, Any] | None = None,
     feedback_hours: float | None = None,
+    feedback_since: str | None = None,
     log_dir: str | None = None,
 ) -> TrainingSummary:
     """Version the data, validate it, tune and evaluate, gate against the champion, register, promote.
@@ -138,6 +139,8 @@ def continuous_training(
         feedback_hours: With no ``data_file``, train on the versioned data plus the predictions
             of the last this many hours whose ground truth has arrived (what a drift-triggered
             retrain uses); the combined set is versioned like any new data.
+        feedback_since: Like ``feedback_hours`` but from this ISO 8601 time on (a drift
+            event passes the start of the window that drifted).
         log_dir: Inference log root for ``feedback_hours`` (None: the embedded default).
 
     Returns:
@@ -170,9 +173,9 @@ def continuous_training(
     if data_file is None and read_dvc_md5(data_repo.repo_path, dataset_path) is None:
         data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"),
                                           task_type=spec.task_type)
-    if data_file is None and feedback_hours:
+    if data_file is None and (feedback_hours or feedback_since) and read_dvc_md5(data_repo.repo_path, dataset_path):
         current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
-        since, _ = window_bounds(feedback_hours)
+        since = feedback_since or window_bounds(feedback_hours or 24.0)[0]
         feedback = build_feedback_dataset(current, log_dir, model_name, since, target,
                                           str(home / "incoming" / f"{model_name}-feedback.parquet"))
         data_file = feedback.path

@@ -113,7 +113,8 @@ def test_drift_event_starts_one_retrain_per_cooldown(prefect_server: str) -> Non
     def emit(model: str) -> None:
         emit_event(event=DRIFT_DETECTED, resource={"prefect.resource.id": model_resource_id(model),
                                                    "prefect.resource.name": model},
-                   payload={"drift_share": 0.6, "drifted_columns": ["monthly_charges"]})
+                   payload={"drift_share": 0.6, "drifted_columns": ["monthly_charges"],
+                            "window": {"start": "2026-11-20T00:00:00+00:00", "end": "2026-11-21T00:00:00+00:00"}})
 
     def runs_for(model: str) -> list:
         return [r for r in runs_of(deployment_id) if r.parameters.get("model_name") == model]
@@ -129,7 +130,7 @@ def test_drift_event_starts_one_retrain_per_cooldown(prefect_server: str) -> Non
     assert run.parameters["trigger"]["event"] == DRIFT_DETECTED
     assert run.parameters["trigger"]["payload"]["drift_share"] == 0.6
     assert run.parameters["trigger"]["event_id"]
-    assert run.parameters["feedback_hours"] == 24.0
+    assert run.parameters["feedback_since"] == "2026-11-20T00:00:00+00:00"
 
     emit("cooldown-a")  # a second drift event for the same model, inside the cool-down
     emit("cooldown-b")  # another model: proves the trigger processed the events after it
