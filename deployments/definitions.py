@@ -116,7 +116,8 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
         watch_every: Interval of the data watch.
         retrain_cron: Cron schedule of the periodic retrain.
         parameters: Default parameters shared by every deployment whose flow takes them
-            (e.g. ``{"mlflow_block": "prod-mlflow"}``).
+            (e.g. ``{"mlflow_block": "prod-mlflow", "serving_block": "prod-serving"}``); each
+            deployment keeps only those its flow accepts.
 
     Returns:
         The definitions.
@@ -144,12 +145,12 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
         DeploymentDefinition("flows/watch_data.py:watch_data", "watch", "Look for new data.", interval=watch_every,
                              parameters=shared),
         DeploymentDefinition("flows/deploy_model.py:deploy_model", "on-promotion", "Serve the new champion.",
-                             parameters={k: v for k, v in shared.items() if k == "mlflow_block"},
+                             parameters=shared,
                              triggers=(EventTrigger((MODEL_PROMOTED, MODEL_ROLLED_BACK), dt.timedelta(seconds=1)),)),
         DeploymentDefinition("flows/batch_scoring.py:batch_scoring", "manual", "Score a data set with the champion.",
-                             parameters={k: v for k, v in shared.items() if k == "mlflow_block"}),
+                             parameters=shared),
         DeploymentDefinition("flows/rollback_model.py:rollback_model", "manual", "Make the previous champion serve.",
-                             parameters={k: v for k, v in shared.items() if k == "mlflow_block"}),
+                             parameters=shared),
     ]
 
 

@@ -44,3 +44,14 @@ def load_monitoring_policy(name: str | None):  # noqa: ANN201 - MonitoringPolicy
     from blocks.monitoring_policy import MonitoringPolicy
 
     return MonitoringPolicy.load(name) if name else MonitoringPolicy()
+
+
+def inference_log_dir(log_dir: str | None, serving_block: str | None) -> str | None:
+    """Return the inference log folder: ``log_dir``, else the serving block's, else None (the default)."""
+    if log_dir:
+        return log_dir
+    if serving_block:
+        from blocks.bentoml_serving import BentoMLServing
+
+        return str(BentoMLServing.load(serving_block).log_path())
+    return None

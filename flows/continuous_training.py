@@ -16,6 +16,7 @@ from flows.common import (
     DEFAULT_DATASET_PATH,
     DEFAULT_MODEL_NAME,
     contract_file,
+    inference_log_dir,
     load_contract,
     load_dvc,
     load_mlflow,
@@ -116,6 +117,7 @@ def continuous_training(
     feedback_hours: float | None = None,
     feedback_since: str | None = None,
     log_dir: str | None = None,
+    serving_block: str | None = None,
 ) -> TrainingSummary:
     """Version the data, validate it, tune and evaluate, gate against the champion, register, promote.
 
@@ -141,7 +143,8 @@ def continuous_training(
             retrain uses); the combined set is versioned like any new data.
         feedback_since: Like ``feedback_hours`` but from this ISO 8601 time on (a drift
             event passes the start of the window that drifted).
-        log_dir: Inference log root for ``feedback_hours`` (None: the embedded default).
+        log_dir: Inference log root for ``feedback_hours`` (None: the serving block's, else the default).
+        serving_block: Name of the saved ``BentoMLServing`` block whose inference log feeds back.
 
     Returns:
         A :class:`TrainingSummary` (data rev, run id, model version, verdict and reasons).
@@ -176,7 +179,7 @@ def continuous_training(
     if data_file is None and (feedback_hours or feedback_since) and read_dvc_md5(data_repo.repo_path, dataset_path):
         current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
         since = feedback_since or window_bounds(feedback_hours or 24.0)[0]
-        feedback = build_feedback_dataset(current, log_dir, model_name, since, target,
+        feedback = build_feedback_dataset(current, inference_log_dir(log_dir, serving_block), model_name, since, target,
                                           str(home / "incoming" / f"{model_name}-feedback.parquet"))
         data_file = feedback.path
     version = version_dataset(data_repo, data_file or str(Path(data_repo.repo_path) / dataset_path), dataset_path)

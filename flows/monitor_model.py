@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from blocks.settings import state_dir
-from flows.common import DEFAULT_MODEL_NAME, load_dvc, load_mlflow, load_monitoring_policy
+from flows.common import DEFAULT_MODEL_NAME, inference_log_dir, load_dvc, load_mlflow, load_monitoring_policy
 from tasks import lineage as L
 from tasks.dvc_data import pull_dataset
 from tasks.events import DATA_QUALITY_FAILED, DRIFT_DETECTED, PERFORMANCE_DECAYED, emit_model_event
@@ -68,6 +68,7 @@ def monitor_model(
     dvc_block: str | None = None,
     monitoring_block: str | None = None,
     log_dir: str | None = None,
+    serving_block: str | None = None,
     emit_events: bool = True,
 ) -> MonitoringSummary:
     """Compare the last window of served traffic with the champion's training data.
@@ -85,7 +86,8 @@ def monitor_model(
         mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded).
         dvc_block: Name of a saved ``DvcRepository`` block (None: embedded).
         monitoring_block: Name of a saved ``MonitoringPolicy`` block (None: default policy).
-        log_dir: Inference log root (None: the embedded default).
+        log_dir: Inference log root (None: the serving block's, else the embedded default).
+        serving_block: Name of the saved ``BentoMLServing`` block whose inference log to read.
         emit_events: Emit Prefect events for breaches.
 
     Returns:
@@ -101,6 +103,7 @@ def monitor_model(
     mlflow_server = load_mlflow(mlflow_block)
     data_repo = load_dvc(dvc_block)
     policy = load_monitoring_policy(monitoring_block)
+    log_dir = inference_log_dir(log_dir, serving_block)
     home = state_dir()
     start, end = window_bounds(window_hours, window_end)
     champion = get_alias_version(mlflow_server, model_name, CHAMPION)

@@ -1,0 +1,225 @@
+"""The ``deploy-model`` flow: package the registry's champion as a bento, serve it, verify it, swap it in."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from blocks.bentoml_serving import BentoMLServing
+from blocks.mlflow_server import MlflowServer
+from blocks.settings import state_dir
+from flows.common import DEFAULT_MODEL_NAME, load_mlflow
+from tasks.bentoml_packaging import BentoInfo, build_bento, resolve_model_version, write_container_recipe
+from tasks.bentoml_serving import (
+    BackendInfo,
+    ensure_front,
+    get_serving_status,
+    smoke_test_server,
+    start_bento_server,
+    stop_bento_server,
+    switch_live_backend,
+    verify_live_endpoint,
+)
+from tasks.events import DEPLOYMENT_FAILED, MODEL_DEPLOYED, emit_model_event
+from tasks.exceptions import ServingError
+from tasks.mlflow_registry import (
+    CHAMPION,
+    ModelVersionInfo,
+    download_model_version,
+    get_alias_version,
+    list_alias_history,
+    rollback_target,
+    set_model_alias,
+    tag_model_version,
+)
+from tasks.prefect_artifacts import publish_report
+
+TAG_DEPLOYED_AT = "mlops.deployment.deployed_at"
+TAG_DEPLOYED_URL = "mlops.deployment.url"
+TAG_DEPLOYED_BENTO = "mlops.deployment.bento"
+TAG_FAILED_AT = "mlops.deployment.failed_at"
+TAG_FAILED_REASON = "mlops.deployment.failed_reason"
+
+
+class DeploymentSummary(BaseModel):
+    """What one deploy-model run did."""
+
+    model_name: str
+    model_version: str
+    status: Literal["deployed", "unchanged"]
+    url: str
+    bento: str
+    previous_version: str | None
+    previous_bento: str | None
+    since: str | None
+    run_id: str | None
+    data_rev: str | None
+    dockerfile: str | None
+    image: str | None
+    container_message: str | None
+    backend_pid: int | None
+
+    def render(self) -> str:
+        """Return a readable summary."""
+        return "\n".join([
+            f"endpoint      {self.url} ({self.status})",
+            f"model         {self.model_name} version {self.model_version} (was {self.previous_version or '-'})",
+            f"bento         {self.bento}" + (f" (replaced {self.previous_bento})" if self.previous_bento else ""),
+            f"since         {self.since}",
+            f"lineage       run {self.run_id}  data rev {(self.data_rev or '-')[:12]}",
+            f"container     {self.image or self.dockerfile or '-'}",
+        ])
+
+
+def model_cache_dir(mlflow_server: MlflowServer) -> str:
+    """Folder for local copies of registered models, one per registry (versions of two registries never mix)."""
+    key = hashlib.sha256((mlflow_server.registry_uri or mlflow_server.tracking_uri).encode()).hexdigest()[:12]
+    return str(state_dir() / "cache" / "registry" / key)
+
+
+def load_serving(name: str | None) -> BentoMLServing:
+    """Load the named BentoML serving block, or the embedded default (127.0.0.1:3000, store under the state folder)."""
+    return BentoMLServing.load(name) if name else BentoMLServing.embedded()
+
+
+def _fail(mlflow_server: MlflowServer, serving: BentoMLServing, target: ModelVersionInfo, alias: str | None,
+          serving_before: dict, reason: str) -> ServingError:
+    """Record a failed deployment (alias moved back, MLflow tag, event, artifact) and return the error to raise."""
+    logger = get_run_logger()
+    live_version = serving_before.get("model_version") if serving_before.get("model_name") == target.name else None
+    restored = None
+    if alias:
+        current = get_alias_version(mlflow_server, target.name, alias)
+        if current is not None and current.version == target.version:
+            back_to = live_version or rollback_target(list_alias_history(mlflow_server, target.name, alias),
+                                                      target.version, alias)
+            if back_to and back_to != target.version:
+                set_model_alias(mlflow_server, target.name, alias, back_to,
+                                f"deployment of v{target.version} failed: {reason}"[:900], str(flow_run.id or ""))
+                restored = back_to
+    tag_model_version(mlflow_server, target.name, target.version,
+                      {TAG_FAILED_AT: dt.datetime.now(dt.UTC).isoformat(), TAG_FAILED_REASON: reason[:4000]})
+    emit_model_event(DEPLOYMENT_FAILED, target.name, {"version": target.version, "reason": reason[:2000],
+                                                      "serving_version": live_version, "alias_restored_to": restored})
+    still = f"v{live_version} keeps serving at {serving.endpoint_url()}" if live_version else \
+        f"nothing serves at {serving.endpoint_url()}"
+    moved = f"; alias {alias!r} moved back to v{restored}" if restored else ""
+    publish_report(f"{target.name}-deployment",
+                   f"# {target.name}: deployment of v{target.version} failed\n\n{still}{moved}.\n\n"
+                   f"**Reason**\n\n```\n{reason[:3000]}\n```")
+    logger.error("Deployment of %s v%s failed: %s", target.name, target.version, reason)
+    return ServingError(f"Deploying {target.name} v{target.version} failed: {reason[:1500]} -- {still}{moved}.")
+
+
+@flow(name="deploy-model", log_prints=True)
+def deploy_model(
+    model_name: str = DEFAULT_MODEL_NAME,
+    alias: str | None = CHAMPION,
+    version: str | None = None,
+    mlflow_block: str | None = None,
+    serving_block: str | None = None,
+    force: bool = False,
+    containerize: bool = True,
+) -> DeploymentSummary:
+    """Package a registered version as a bento, start it, smoke-test it and swap it in behind the stable URL.
+
+    Steps: resolve the version (``version``, else the one ``alias`` points to) -> download it ->
+    build the bento (reused when already built) and write its Dockerfile -> start
+    ``bentoml serve`` on a private port and wait for readiness -> smoke request from the model's
+    input example -> repoint the stable endpoint -> verify through the stable URL -> drain and
+    stop the backend it replaced. The stable URL answers throughout.
+
+    If the new version fails readiness, the smoke request or the verification, the previous
+    version keeps serving, the alias moves back to it (when it pointed to the failed version),
+    and the reason is recorded (MLflow version tag ``mlops.deployment.failed_reason``, event
+    ``mlops.deployment.failed``, Prefect artifact); the flow then fails with a ``ServingError``.
+
+    Args:
+        model_name: Registered model name.
+        alias: Alias naming the version that should serve (``champion``); moved back on failure.
+        version: Deploy this version instead of the alias's (the rollback flow passes one).
+        mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded SQLite).
+        serving_block: Name of a saved ``BentoMLServing`` block (None: embedded, 127.0.0.1:3000).
+        force: Redeploy even when the same bento already serves.
+        containerize: Run ``bentoml containerize`` where a Docker engine exists (the Dockerfile is
+            written either way).
+
+    Returns:
+        A :class:`DeploymentSummary` with the live URL, the version and bento, and what it replaced.
+
+    Raises:
+        RegistryError: The model, alias or version does not exist.
+        PackagingError: The bento could not be built (e.g. the model has no signature).
+        ServingError: The new version did not pass readiness / smoke / verification (recorded as above).
+
+    Examples:
+        >>> from flows.deploy_model import deploy_model
+        >>> summary = deploy_model()  # doctest: +SKIP
+        >>> summary.url  # doctest: +SKIP
+        'http://127.0.0.1:3000'
+        >>> deploy_model(version="3", serving_block="local-serving")  # doctest: +SKIP
+    """
+    logger = get_run_logger()
+    mlflow_server = load_mlflow(mlflow_block)
+    serving = load_serving(serving_block)
+
+    target = resolve_model_version(mlflow_server, model_name, alias, version)
+    before = get_serving_status(serving)
+    model_dir = download_model_version(mlflow_server, target, model_cache_dir(mlflow_server))
+    bento: BentoInfo = build_bento(serving, target, model_dir)
+    if not force and before.get("state") == "serving" and before.get("bento") == bento.tag:
+        logger.info("%s already serves %s; nothing to do (force=True redeploys)", serving.endpoint_url(), bento.tag)
+        summary = DeploymentSummary(
+            model_name=model_name, model_version=target.version, status="unchanged", url=serving.endpoint_url(),
+            bento=bento.tag, previous_version=target.version, previous_bento=bento.tag, since=before.get("since"),
+            run_id=target.run_id, data_rev=bento.data_rev, dockerfile=None, image=None, container_message=None,
+            backend_pid=(before.get("backend") or {}).get("pid"))
+        print(summary.render())
+        return summary
+    recipe = write_container_recipe(serving, bento, containerize)
+    ensure_front(serving)
+
+    backend: BackendInfo | None = None
+    try:
+        backend = start_bento_server(serving, bento)
+        smoke_test_server(backend.url, bento)
+    except ServingError as exc:
+        if backend is not None:
+            stop_bento_server(serving, backend, drain=False)
+        raise _fail(mlflow_server, serving, target, alias, before, str(exc)) from exc
+
+    switch = switch_live_backend(serving, backend)
+    try:
+        verify_live_endpoint(serving, bento)
+    except ServingError as exc:
+        if switch.previous is not None:
+            switch_live_backend(serving, switch.previous)
+        stop_bento_server(serving, backend)
+        raise _fail(mlflow_server, serving, target, alias, before, f"verification through the stable URL: {exc}") \
+            from exc
+    if switch.previous is not None and switch.previous.pid != backend.pid:
+        stop_bento_server(serving, switch.previous)
+
+    tag_model_version(mlflow_server, model_name, target.version,
+                      {TAG_DEPLOYED_AT: switch.since, TAG_DEPLOYED_URL: switch.url, TAG_DEPLOYED_BENTO: bento.tag})
+    emit_model_event(MODEL_DEPLOYED, model_name, {"version": target.version, "url": switch.url, "bento": bento.tag,
+                                                  "previous_version": switch.previous.model_version
+                                                  if switch.previous else None})
+    summary = DeploymentSummary(
+        model_name=model_name, model_version=target.version, status="deployed", url=switch.url, bento=bento.tag,
+        previous_version=switch.previous.model_version if switch.previous else None,
+        previous_bento=switch.previous.bento_tag if switch.previous else None, since=switch.since,
+        run_id=target.run_id, data_rev=bento.data_rev, dockerfile=recipe.dockerfile, image=recipe.image,
+        container_message=recipe.message, backend_pid=backend.pid)
+    publish_report(f"{model_name}-deployment",
+                   f"# {model_name}: v{target.version} serves at {switch.url}\n\n```\n{summary.render()}\n```\n\n"
+                   f"Container: {recipe.message}\n\nLabels: `{bento.labels}`",
+                   [{"field": k, "value": str(v)} for k, v in summary.model_dump().items()],
+                   {"Live endpoint": f"{switch.url}/model"})
+    print(summary.render())
+    return summary

@@ -1,0 +1,90 @@
+"""The level-1 loop end to end: drift in served traffic -> event -> retrain -> promote -> new champion serving.
+
+Nothing in this test calls the training or deploy flows after the first champion: the
+monitoring flow emits the drift event, the Prefect server's automation starts
+``continuous-training/on-drift`` in a runner process, the promotion event starts
+``deploy-model/on-promotion``, and the test only watches the endpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+from servers import wait_until
+from serving_fixtures import serving_block_for
+
+from deployments.definitions import PROJECT_ROOT
+from examples.demo import Traffic, send_day
+from flows.continuous_training import continuous_training
+from flows.deploy_model import deploy_model
+from flows.monitor_model import monitor_model
+from tasks.bentoml_serving import serving_status, stop_serving
+from tasks.events import DRIFT_DETECTED
+from tasks.inference_log import attach_ground_truth
+from tasks.sample_data import make_customer_frame
+from tasks.sklearn_training import TrainingSpec
+
+MODEL = "loop-model"
+
+
+def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
+        mlflow_block_name: str, mlflow_server, sample_dir: Path, session_home: Path, tmp_path: Path) -> None:
+    serving = serving_block_for(session_home, "loop-serving")
+    kwargs = dict(model_name=MODEL, mlflow_block=mlflow_block_name)
+    first = continuous_training(data_file=str(sample_dir / "day0.parquet"), dataset_path=f"data/{MODEL}.parquet",
+                                training=TrainingSpec(search_space={"C": [1.0]}), **kwargs)
+    deployed = deploy_model(serving_block="loop-serving", **kwargs)
+    assert deployed.model_version == first.model_version
+
+    env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_MLOPS_PROJECT": str(PROJECT_ROOT)}
+    log = open(tmp_path / "runner.log", "wb")  # noqa: SIM115
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "serve", "--only", "on-drift,on-promotion", "--cooldown-seconds",
+         "600", "--param", f"mlflow_block={mlflow_block_name}", "--param", "serving_block=loop-serving",
+         "--param", f"dataset_path=data/{MODEL}.parquet"],
+        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    features = json.loads(MlflowClient(tracking_uri=mlflow_server.url).get_model_version(
+        MODEL, first.model_version).tags["mlops.features"])
+    background = None
+    try:
+        day_start = dt.datetime.now(dt.UTC)
+        frame = make_customer_frame(3000, seed=21, day=4, covariate_drift=0.8, concept_drift=0.8)
+        labels = send_day(deployed.url, frame, features)
+        attach_ground_truth(str(serving.log_path()), MODEL, labels)
+        wait_until(lambda: serving_status(serving).get("inference_log", {}).get("written", 0) >= len(labels), 60,
+                   "the inference log")
+        hours = (dt.datetime.now(dt.UTC) - day_start).total_seconds() / 3600 + 1e-3
+        background = Traffic(deployed.url, json.loads(frame.head(100)[features].to_json(orient="records"))).start()
+        result = monitor_model(window_hours=hours, serving_block="loop-serving", **kwargs)
+        assert DRIFT_DETECTED in result.events, result.render()
+
+        def new_champion_answers() -> bool:
+            status = serving_status(serving)
+            answering = (status.get("answering") or {}).get("model_version")
+            return status["state"] == "serving" and answering not in (None, first.model_version)
+
+        wait_until(new_champion_answers, 300, "the retrained champion answering on the stable URL", runner,
+                   lambda: (tmp_path / "runner.log").read_text(errors="replace")[-4000:], interval=1.0)
+        background.stop()
+        assert background.sent > 0 and background.failed == 0, background.errors[:5]
+
+        client = MlflowClient(tracking_uri=mlflow_server.url)
+        champion = client.get_model_version_by_alias(MODEL, "champion")
+        assert champion.version != first.model_version
+        trigger = json.loads(champion.tags["mlops.trigger"])
+        assert trigger["event"] == DRIFT_DETECTED and trigger["resource"] == f"mlops.model.{MODEL}"
+        assert champion.tags["mlops.prefect.deployment"] == "on-drift"
+        assert champion.tags["mlops.data.rev"] != first.data_rev
+        assert str(serving_status(serving)["model_version"]) == str(champion.version)
+    finally:
+        if background is not None:
+            background.stop()
+        os.killpg(runner.pid, 15)
+        runner.wait(timeout=60)
+        stop_serving(serving)
