@@ -3,7 +3,7 @@
 Prints the median wall time of each (fresh state per run, so nothing is served from a
 cache), their ratio, and the fixed overhead per run measured on a tiny dataset.
 
-    .venv/bin/python benchmarks/bench_training.py [--rows 200000] [--repeats 3]
+    .venv/bin/python benchmarks/bench_training.py [--rows 300000] [--repeats 3]
 
 Goal (issue 2): ratio <= 1.10 on >= 20 s of real work; fixed overhead <= 2 s per run.
 """
@@ -99,7 +99,7 @@ def measure(data_file: str, spec: st.TrainingSpec, repeats: int) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-data-"))
