@@ -21,6 +21,7 @@ class RollbackSummary(BaseModel):
     to_version: str
     reason: str
     at: str
+    serving_url: str | None = None
 
 
 @flow(name="rollback-model", log_prints=True)
@@ -29,6 +30,8 @@ def rollback_model(
     reason: str = "manual rollback",
     to_version: str | None = None,
     mlflow_block: str | None = None,
+    serving_block: str | None = None,
+    redeploy: bool = True,
 ) -> RollbackSummary:
     """Point ``champion`` back at the previous champion (or at ``to_version``), recording why.
 
@@ -40,6 +43,9 @@ def rollback_model(
         reason: Why (recorded with the alias move and in the event).
         to_version: Version to restore; None restores the one the current champion replaced.
         mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded SQLite).
+        serving_block: Name of the saved ``BentoMLServing`` block of the endpoint (None: embedded).
+        redeploy: If the endpoint serves this model, serve the restored champion's bento on it
+            (``deploy-model`` as a subflow: the same smoke test and zero-downtime swap).
 
     Returns:
         A :class:`RollbackSummary`.
@@ -66,8 +72,16 @@ def rollback_model(
     move = set_model_alias(mlflow_server, model_name, CHAMPION, target, f"rollback: {reason}", str(flow_run.id or ""))
     emit_model_event(MODEL_ROLLED_BACK, model_name,
                      {"version": target, "previous_version": current.version, "reason": reason})
+    serving_url = None
+    if redeploy:
+        from flows.deploy_model import deploy_model, load_serving
+        from tasks.bentoml_serving import serving_status
+
+        if serving_status(load_serving(serving_block), probe=False).get("model_name") == model_name:
+            serving_url = deploy_model(model_name=model_name, version=target, alias=CHAMPION, mlflow_block=mlflow_block,
+                                       serving_block=serving_block).url
     summary = RollbackSummary(model_name=model_name, from_version=current.version, to_version=target,
-                              reason=reason, at=move.at)
+                              reason=reason, at=move.at, serving_url=serving_url)
     publish_report(f"{model_name}-rollback",
                    f"# {model_name}: rolled back\n\nchampion v{current.version} -> v{target}\n\nReason: {reason}")
     logger.info("Rolled back %s: v%s -> v%s", model_name, current.version, target)

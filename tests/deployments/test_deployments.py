@@ -63,10 +63,21 @@ def test_prefect_deploy_all_accepts_prefect_yaml(prefect_server: str) -> None:
             return found
 
     deployments = asyncio.run(read())
-    assert len(deployments) == len(definitions())
-    scheduled = deployments["continuous-training/scheduled"]
-    assert scheduled.schedules and scheduled.schedules[0].schedule.cron == "0 3 * * *"
-    assert scheduled.work_pool_name == "mlops"
+
+    async def delete() -> None:  # other tests serve deployments of the same names from a runner
+        async with get_client() as client:
+            for deployment in deployments.values():
+                await client.delete_deployment(deployment.id)
+
+    try:
+        assert len(deployments) == len(definitions())
+        scheduled = deployments["continuous-training/scheduled"]
+        assert scheduled.schedules and scheduled.schedules[0].schedule.cron == "0 3 * * *"
+        assert scheduled.work_pool_name == "mlops"
+        on_drift = deployments["continuous-training/on-drift"]
+        assert on_drift.pull_steps and on_drift.entrypoint == "flows/continuous_training.py:continuous_training"
+    finally:
+        asyncio.run(delete())
 
 
 def test_interval_schedule_creates_runs_that_complete(prefect_server: str, tmp_path: Path) -> None:
