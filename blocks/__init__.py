@@ -3,10 +3,19 @@
 ``prefect block register -m blocks`` registers every block below.
 """
 
+from blocks.bentoml_serving import BentoMLServing
 from blocks.data_contract import ColumnSpec, DataContract
 from blocks.dvc_repository import DvcRepository
 from blocks.mlflow_server import MlflowServer
 from blocks.monitoring_policy import MonitoringPolicy
 from blocks.promotion_policy import PromotionPolicy
 
-__all__ = ["ColumnSpec", "DataContract", "DvcRepository", "MlflowServer", "MonitoringPolicy", "PromotionPolicy"]
+__all__ = [
+    "BentoMLServing",
+    "ColumnSpec",
+    "DataContract",
+    "DvcRepository",
+    "MlflowServer",
+    "MonitoringPolicy",
+    "PromotionPolicy",
+]

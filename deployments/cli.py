@@ -60,12 +60,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                               champion.tags.get("mlops.alias.champion.since"),
                               "lineage": {k: v for k, v in champion.tags.items() if k.startswith("mlops.")
                                           and not k.startswith("mlops.alias")}}
-    try:
-        from tasks.bentoml_serving import serving_status
-    except ImportError:
-        serving_status = None
-    if serving_status is not None:
-        status["serving"] = serving_status(None)
+    from flows.deploy_model import load_serving
+    from tasks.bentoml_serving import serving_status
+
+    status["serving"] = serving_status(load_serving(args.serving_block))
     print(json.dumps(status, indent=2, default=str))
     return 0
 
@@ -152,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(func=cmd_history)
     status = sub.add_parser("status", help="champion, lineage and serving endpoint")
     status.add_argument("--model", default="churn-classifier")
+    status.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     status.set_defaults(func=cmd_status)
     serve = sub.add_parser("serve", help="serve every deployment from this process (no work pool)")
     _add_definition_options(serve)

@@ -22,6 +22,7 @@ from tasks.bentoml_serving import (
     smoke_test_server,
     start_bento_server,
     stop_bento_server,
+    stop_serving,
     switch_live_backend,
     verify_live_endpoint,
 )
@@ -188,18 +189,21 @@ def deploy_model(
     try:
         backend = start_bento_server(serving, bento)
         smoke_test_server(backend.url, bento)
-    except ServingError as exc:
-        if backend is not None:
+        switch = switch_live_backend(serving, backend)
+    except Exception as exc:
+        if backend is not None:  # never leave a backend running that does not serve
             stop_bento_server(serving, backend, drain=False)
-        raise _fail(mlflow_server, serving, target, alias, before, str(exc)) from exc
-
-    switch = switch_live_backend(serving, backend)
+        if isinstance(exc, ServingError):
+            raise _fail(mlflow_server, serving, target, alias, before, str(exc)) from exc
+        raise
     try:
         verify_live_endpoint(serving, bento)
     except ServingError as exc:
         if switch.previous is not None:
             switch_live_backend(serving, switch.previous)
-        stop_bento_server(serving, backend)
+            stop_bento_server(serving, backend)
+        else:
+            stop_serving(serving)  # nothing served before: stop the endpoint rather than point it at nothing
         raise _fail(mlflow_server, serving, target, alias, before, f"verification through the stable URL: {exc}") \
             from exc
     if switch.previous is not None and switch.previous.pid != backend.pid:

@@ -12,8 +12,8 @@ event                           payload keys
 ``mlops.model.promoted``        ``version``, ``previous_version``, ``run_id``, ``reasons``
 ``mlops.model.rejected``        ``version``, ``champion_version``, ``run_id``, ``reasons``
 ``mlops.model.rolled_back``     ``version``, ``previous_version``, ``reason``
-``mlops.model.deployed``        ``version``, ``url``, ``bento``
-``mlops.deployment.failed``     ``version``, ``reason``, ``serving_version``
+``mlops.model.deployed``        ``version``, ``previous_version``, ``url``, ``bento``
+``mlops.deployment.failed``     ``version``, ``reason``, ``serving_version``, ``alias_restored_to``
 ``mlops.monitoring.drift_detected``  ``drift_share``, ``drifted_columns``, ``window``, ``report``
 ``mlops.monitoring.performance_decayed``  ``metric``, ``value``, ``baseline``, ``window``
 ``mlops.monitoring.data_quality_failed``  ``issues``, ``window``

@@ -52,7 +52,8 @@ class AliasMove(BaseModel):
     flow_run_id: str | None = None
 
 
-def _info(mv: Any) -> ModelVersionInfo:
+def version_info(mv: Any) -> ModelVersionInfo:
+    """Return the small serialisable view of an MLflow ``ModelVersion``."""
     created = dt.datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, tz=dt.UTC).isoformat()
     return ModelVersionInfo(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
                             tags=dict(mv.tags or {}), aliases=list(getattr(mv, "aliases", []) or []),
@@ -69,7 +70,7 @@ def alias_version(mlflow_server: MlflowServer, name: str, alias: str) -> ModelVe
     from mlflow.exceptions import MlflowException
 
     try:
-        return _info(mlflow_server.get_client().get_model_version_by_alias(name, alias))
+        return version_info(mlflow_server.get_client().get_model_version_by_alias(name, alias))
     except MlflowException as exc:
         if _not_found(exc):
             return None
@@ -121,7 +122,7 @@ def find_version_by_tag(mlflow_server: MlflowServer, name: str, key: str, value:
     versions = client.search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
     if not versions:
         return None
-    return _info(max(versions, key=lambda v: int(v.version)))
+    return version_info(max(versions, key=lambda v: int(v.version)))
 
 
 @task(name="register-model-version", cache_policy=NO_CACHE)
@@ -167,7 +168,7 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
     except MlflowException as exc:
         raise RegistryError(f"Registering run {run_id} as a version of {name!r} failed: {exc}") from exc
     run_logger().info("Registered %s version %s from run %s", name, version.version, run_id)
-    return _info(version)
+    return version_info(version)
 
 
 @task(name="tag-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

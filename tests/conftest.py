@@ -45,6 +45,9 @@ def prefect_server(session_home: Path) -> Iterator[str]:
     try:
         with temporary_settings({PREFECT_API_URL: api}):
             yield api
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)  # else the exit retries log uploads to a stopped server
     finally:
         server.stop()
 

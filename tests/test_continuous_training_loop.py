@@ -25,7 +25,7 @@ from flows.continuous_training import continuous_training
 from flows.deploy_model import deploy_model
 from flows.monitor_model import monitor_model
 from tasks.bentoml_serving import serving_status, stop_serving
-from tasks.events import DRIFT_DETECTED
+from tasks.events import DRIFT_DETECTED, PERFORMANCE_DECAYED
 from tasks.inference_log import attach_ground_truth
 from tasks.sample_data import make_customer_frame
 from tasks.sklearn_training import TrainingSpec
@@ -62,7 +62,8 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
         hours = (dt.datetime.now(dt.UTC) - day_start).total_seconds() / 3600 + 1e-3
         background = Traffic(deployed.url, json.loads(frame.head(100)[features].to_json(orient="records"))).start()
         result = monitor_model(window_hours=hours, serving_block="loop-serving", **kwargs)
-        assert DRIFT_DETECTED in result.events, result.render()
+        assert {DRIFT_DETECTED, PERFORMANCE_DECAYED} & set(result.events), result.render()
+        assert {"monthly_charges", "usage_gb", "support_calls"} <= set(result.drift.drifted_columns)
 
         def new_champion_answers() -> bool:
             status = serving_status(serving)
@@ -78,7 +79,7 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
         champion = client.get_model_version_by_alias(MODEL, "champion")
         assert champion.version != first.model_version
         trigger = json.loads(champion.tags["mlops.trigger"])
-        assert trigger["event"] == DRIFT_DETECTED and trigger["resource"] == f"mlops.model.{MODEL}"
+        assert trigger["event"] in result.events and trigger["resource"] == f"mlops.model.{MODEL}"
         assert champion.tags["mlops.prefect.deployment"] == "on-drift"
         assert champion.tags["mlops.data.rev"] != first.data_rev
         assert str(serving_status(serving)["model_version"]) == str(champion.version)

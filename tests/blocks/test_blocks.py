@@ -21,7 +21,8 @@ def test_prefect_block_register_registers_every_block(prefect_server: str) -> No
     assert out.returncode == 0, out.stderr
     listed = subprocess.run([sys.executable, "-m", "prefect", "block", "type", "ls"], env=env,
                             capture_output=True, text=True, timeout=120).stdout
-    for slug in ("mlops-mlflow-server", "mlops-dvc-repository", "mlops-promotion-policy", "mlops-data-contract"):
+    for slug in ("mlops-mlflow-server", "mlops-dvc-repository", "mlops-promotion-policy", "mlops-data-contract",
+                 "mlops-monitoring-policy", "mlops-bentoml-serving"):
         assert slug in listed
 
 

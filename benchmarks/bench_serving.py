@@ -1,0 +1,308 @@
+"""Serving throughput in one run: our endpoint vs ``mlflow models serve`` vs in-process predict.
+
+    .venv/bin/python benchmarks/bench_serving.py [--duration 5] [--connections 1,8,32] [--models lr,rf]
+
+For a LogisticRegression and a RandomForest trained by the continuous-training flow, at batch
+size 1 (one record per request) and 1 / 8 / 32 keep-alive connections, it measures requests
+per second and p50 / p99 latency of:
+
+* ``ours``: the endpoint the deploy-model flow starts (stable front -> ``bentoml serve``,
+  adaptive batching), with inference logging on;
+* ``mlflow``: ``mlflow models serve --env-manager local`` on the same registered version;
+* ``in-process``: ``model.predict(<one-row DataFrame>)`` calls per second in one thread, the
+  limit of any server that scores one request at a time.
+
+Load comes from a separate process (an asyncio HTTP/1.1 client over raw keep-alive sockets,
+uvloop when installed), bounded in time and in request count, to 127.0.0.1 only. The servers
+run one at a time, so they never compete for the two cores.
+
+Goal (issue 3): LR at 8 connections, ours >= 5x ``mlflow models serve`` and p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {
+    "lr": ("bench-lr", "LogisticRegression", {"estimator": "sklearn.linear_model.LogisticRegression",
+                                              "params": {"max_iter": 1000}, "search_space": {"C": [1.0]}}),
+    "rf": ("bench-rf", "RandomForest", {"estimator": "sklearn.ensemble.RandomForestClassifier",
+                                        "params": {"n_estimators": 100}, "search_space": {"max_depth": [8]}}),
+}
+
+
+# -- load client (runs in its own process) -----------------------------------------------------------
+async def _connection(host: str, port: int, request: bytes, stop_at: float, state: dict[str, Any],
+                      record: bool) -> None:
+    reader = writer = None
+    while time.perf_counter() < stop_at and state["sent"] < state["limit"]:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            state["sent"] += 1
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            lower = head.lower()
+            at = lower.find(b"content-length:")
+            length = int(head[at + 15:head.index(b"\r\n", at)]) if at >= 0 else 0
+            if length:
+                await reader.readexactly(length)
+            if record:
+                state["latencies"].append(time.perf_counter() - started)
+                if status != 200:
+                    state["errors"] += 1
+            if b"connection: close" in lower:
+                writer.close()
+                writer = None
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            if record:
+                state["errors"] += 1
+            if writer is not None:
+                writer.close()
+            writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def _load(host: str, port: int, path: str, body: bytes, connections: int, duration: float, warmup: float,
+                limit: int) -> dict[str, Any]:
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    warm = {"sent": 0, "limit": limit, "latencies": [], "errors": 0}
+    now = time.perf_counter()
+    await asyncio.gather(*(_connection(host, port, request, now + warmup, warm, False) for _ in range(connections)))
+    state = {"sent": 0, "limit": limit, "latencies": [], "errors": 0}
+    started = time.perf_counter()
+    await asyncio.gather(*(_connection(host, port, request, started + duration, state, True)
+                           for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    lat = sorted(state["latencies"])
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+
+    ok = len(lat) - state["errors"]
+    return {"requests": len(lat), "errors": state["errors"], "rps": ok / elapsed, "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99), "seconds": elapsed}
+
+
+def load_client_main(args: argparse.Namespace) -> None:
+    """Entry point of the load-generating process: prints one JSON line."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    body = Path(args.body_file).read_bytes()
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit("the load client only targets this machine (127.0.0.1)")
+    print(json.dumps(runner(_load(args.host, args.port, args.path, body, args.connections, args.duration,
+                                  args.warmup, args.max_requests))))
+
+
+def run_load(port: int, path: str, body: bytes, connections: int, duration: float, tmp: Path) -> dict[str, Any]:
+    body_file = tmp / f"body-{port}-{path.strip('/')}.json"
+    body_file.write_bytes(body)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--load-client", "--host", "127.0.0.1", "--port", str(port),
+           "--path", path, "--body-file", str(body_file), "--connections", str(connections), "--duration",
+           str(duration), "--warmup", "1.0", "--max-requests", "500000"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"load client failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- servers -------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_mlflow_serve(model_name: str, version: str, tracking_uri: str, log: Path) -> tuple[subprocess.Popen, int]:
+    import httpx
+
+    port = free_port()
+    out = open(log, "wb")  # noqa: SIM115 - closed when the process is stopped
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}/{version}",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,  # it runs `uvicorn` from PATH
+                                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_group(proc)
+    raise RuntimeError("mlflow models serve was not healthy within 180 s")
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def in_process_rate(model_dir: str, record: dict[str, Any], seconds: float = 3.0) -> dict[str, Any]:
+    import mlflow.sklearn
+    import pandas as pd
+
+    model = mlflow.sklearn.load_model(model_dir)
+    columns = list(record)
+    for _ in range(20):
+        model.predict(pd.DataFrame([record], columns=columns))
+    calls = 0
+    lat = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        model.predict(pd.DataFrame([record], columns=columns))
+        lat.append(time.perf_counter() - t0)
+        calls += 1
+    elapsed = time.perf_counter() - started
+    lat.sort()
+    return {"requests": calls, "errors": 0, "rps": calls / elapsed, "p50_ms": lat[len(lat) // 2] * 1000,
+            "p99_ms": lat[int(0.99 * len(lat))] * 1000, "seconds": elapsed}
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell (after 1 s warm-up)")
+    parser.add_argument("--connections", default="1,8,32")
+    parser.add_argument("--models", default="lr,rf")
+    parser.add_argument("--workers", type=int, default=1, help="bentoml serve workers of our endpoint")
+    parser.add_argument("--home", default=None, help="state folder (default: a new temporary one)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--load-client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--path", default="/predict", help=argparse.SUPPRESS)
+    parser.add_argument("--body-file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--max-requests", type=int, default=500_000, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load_client:
+        args.connections = int(args.connections)
+        load_client_main(args)
+        return
+
+    home = Path(args.home or tempfile.mkdtemp(prefix="bench-serving-"))
+    os.environ["PREFECT_MLOPS_HOME"] = str(home / "state")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    sys.path.insert(0, str(ROOT))
+    from blocks.bentoml_serving import BentoMLServing
+    from blocks.mlflow_server import MlflowServer
+    from flows.continuous_training import continuous_training
+    from flows.deploy_model import deploy_model, model_cache_dir
+    from tasks.bentoml_serving import stop_serving
+    from tasks.inference_log import inference_log_stats
+    from tasks.mlflow_registry import alias_version, download_model_version
+    from tasks.sample_data import make_customer_frame
+    from tasks.sklearn_training import TrainingSpec
+
+    conns = [int(c) for c in args.connections.split(",")]
+    tmp = home / "bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+    data = tmp / "train.parquet"
+    make_customer_frame(3000, seed=0).to_parquet(data, index=False)
+    mlflow_server = MlflowServer.embedded()
+    serving = BentoMLServing.embedded(port=free_port())
+    serving = serving.model_copy(update={"workers": args.workers})
+    serving.save("bench-serving", overwrite=True)
+    print(f"state folder {home}; cpus {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    results: list[dict[str, Any]] = []
+    try:
+        for key in args.models.split(","):
+            name, label, spec = MODELS[key]
+            started = time.perf_counter()
+            continuous_training(data_file=str(data), model_name=name, dataset_path=f"data/{name}.parquet",
+                                training=TrainingSpec(**spec))
+            version = alias_version(mlflow_server, name, "champion")
+            assert version is not None
+            model_dir = download_model_version.fn(mlflow_server, version, model_cache_dir(mlflow_server))
+            deployed = deploy_model(model_name=name, serving_block="bench-serving")
+            print(f"{label}: trained and deployed v{version.version} in {time.perf_counter() - started:.0f}s "
+                  f"({deployed.bento} at {deployed.url})", flush=True)
+            example = json.loads((Path(model_dir) / "input_example.json").read_text())
+            record = dict(zip(example["columns"], example["data"][0], strict=True))
+
+            inproc = in_process_rate(model_dir, record)
+            results.append({"model": label, "server": "in-process", "connections": 1, **inproc})
+            ours_body = json.dumps(record).encode()
+            for c in conns:
+                row = run_load(serving.port, "/predict", ours_body, c, args.duration, tmp)
+                results.append({"model": label, "server": "ours", "connections": c, **row})
+                print(f"  ours        c={c:<3} {row['rps']:8.0f} rps  p50 {row['p50_ms']:6.1f} ms  "
+                      f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}", flush=True)
+            proc, port = start_mlflow_serve(name, version.version, mlflow_server.tracking_uri,
+                                            tmp / f"mlflow-serve-{name}.log")
+            try:
+                mlflow_body = json.dumps({"dataframe_records": [record]}).encode()
+                for c in conns:
+                    row = run_load(port, "/invocations", mlflow_body, c, args.duration, tmp)
+                    results.append({"model": label, "server": "mlflow", "connections": c, **row})
+                    print(f"  mlflow      c={c:<3} {row['rps']:8.0f} rps  p50 {row['p50_ms']:6.1f} ms  "
+                          f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}", flush=True)
+            finally:
+                stop_group(proc)
+    finally:
+        stop_serving(serving)  # the backends write what they still buffer as they stop
+    names = [MODELS[key][0] for key in args.models.split(",")]
+    stats = [inference_log_stats(serving.log_path(), name) for name in names]
+    log = {"written": sum(s["written"] for s in stats), "dropped": sum(s["dropped"] for s in stats)}
+    served = sum(r["requests"] for r in results if r["server"] == "ours")
+
+    print()
+    print("| model | server | conns | rps | p50 ms | p99 ms | errors | vs mlflow serve |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row in results:
+        base = next((r for r in results if r["model"] == row["model"] and r["server"] == "mlflow"
+                     and r["connections"] == row["connections"]), None)
+        ratio = f"{row['rps'] / base['rps']:.1f}x" if base and base["rps"] else "-"
+        print(f"| {row['model']} | {row['server']} | {row['connections']} | {row['rps']:.0f} | {row['p50_ms']:.1f} "
+              f"| {row['p99_ms']:.1f} | {row['errors']} | {ratio} |")
+    print(f"\ninference log (ours): {log['written']} predictions written, {log['dropped']} dropped "
+          f"({served} measured requests plus warm-up and smoke requests)")
+    ours = next((r for r in results if r["model"] == "LogisticRegression" and r["server"] == "ours"
+                 and r["connections"] == 8), None)
+    base = next((r for r in results if r["model"] == "LogisticRegression" and r["server"] == "mlflow"
+                 and r["connections"] == 8), None)
+    if ours and base:
+        ratio = ours["rps"] / base["rps"]
+        verdict = "MET" if ratio >= 5 and ours["p99_ms"] <= 50 else "NOT MET"
+        print(f"goal (LR, 8 connections): {ratio:.1f}x mlflow models serve (>= 5x), p99 {ours['p99_ms']:.1f} ms "
+              f"(<= 50 ms): {verdict}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "inference_log": log}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""BentoML packaging: a registry version -> a bento in the BentoML store -> its container recipe.
+
+``bentoml`` runs in subprocesses with ``BENTOML_HOME`` set from the :class:`BentoMLServing`
+block, so no task touches ``os.environ`` and the Prefect worker never imports BentoML.
+Bentos are built without locking packages against the index (``lock_packages: false``) and
+are served from the current Python environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from blocks.bentoml_serving import BentoMLServing
+from blocks.mlflow_server import MlflowServer
+from tasks import lineage as L
+from tasks.exceptions import PackagingError, RegistryError
+from tasks.logs import run_logger
+from tasks.mlflow_registry import CHAMPION, ModelVersionInfo, alias_version
+
+_HERE = Path(__file__).resolve().parent
+SERVICE_SOURCE = _HERE / "bentoml_service.py"
+INFERENCE_LOG_SOURCE = _HERE / "inference_log.py"
+SERVICE_ENTRY = "service:MlopsModelService"
+#: Packages of the model's stack written into the bento's requirements (installed versions).
+STACK_PACKAGES = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "pyarrow", "skops", "cloudpickle", "orjson",
+                  "httptools", "uvloop")
+_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class BentoInfo(BaseModel):
+    """A bento in the local BentoML store, built from one registered model version."""
+
+    tag: str
+    model_tag: str
+    model_name: str
+    model_version: str
+    run_id: str | None
+    data_rev: str | None
+    path: str
+    labels: dict[str, str]
+    features: list[str]
+    input_example: list[dict[str, Any]]
+    built: bool
+    seconds: float
+
+
+class ContainerRecipe(BaseModel):
+    """Where a bento's Dockerfile is, and the image if one could be built here."""
+
+    bento_tag: str
+    dockerfile: str
+    image: str | None
+    message: str
+
+
+def parse_model_uri(model: str) -> tuple[str, str | None, str | None]:
+    """Split ``models:/name@alias`` / ``models:/name/3`` / ``name`` into ``(name, alias, version)``.
+
+    Examples:
+        >>> parse_model_uri("models:/churn@champion")
+        ('churn', 'champion', None)
+        >>> parse_model_uri("models:/churn/3")
+        ('churn', None, '3')
+    """
+    match = _URI.match(model)
+    if match:
+        return match.group("name"), match.group("alias"), match.group("version")
+    if model.startswith("models:/"):
+        raise RegistryError(f"Cannot read model URI {model!r}: use models:/<name>@<alias> or models:/<name>/<version>.")
+    return model, None, None
+
+
+def bentoml_name(model_name: str) -> str:
+    """Return a valid BentoML tag name for a registered model name (lowercase, ``a-z0-9_.-``)."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", model_name.lower()).strip("-_.")
+    return name or "model"
+
+
+@task(name="resolve-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def resolve_model_version(mlflow_server: MlflowServer, model: str, alias: str | None = CHAMPION,
+                          version: str | None = None) -> ModelVersionInfo:
+    """Find the registered version to package: an explicit version, else the version an alias points to.
+
+    Args:
+        mlflow_server: The MLflow block.
+        model: Registered model name, or a URI ``models:/name@alias`` / ``models:/name/3``.
+        alias: Alias to follow when no version is given (``champion``).
+        version: Explicit version (wins over the alias).
+
+    Returns:
+        The version.
+
+    Raises:
+        RegistryError: If the model, the version or the alias does not exist.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def which() -> str:
+        ...     return resolve_model_version(MlflowServer.embedded(), "models:/churn-classifier@champion").version
+    """
+    from mlflow.exceptions import MlflowException
+
+    from tasks.mlflow_registry import version_info
+
+    name, uri_alias, uri_version = parse_model_uri(model)
+    version = version or uri_version
+    alias = uri_alias or alias
+    if version is not None:
+        try:
+            return version_info(mlflow_server.get_client().get_model_version(name, str(version)))
+        except MlflowException as exc:
+            raise RegistryError(f"Model {name!r} has no version {version} in the registry at "
+                                f"{mlflow_server.tracking_uri}: {exc}") from exc
+    if not alias:
+        raise RegistryError(f"Say which version of {name!r} to package: pass a version or an alias.")
+    found = alias_version(mlflow_server, name, alias)
+    if found is None:
+        raise RegistryError(f"Model {name!r} has no alias {alias!r} at {mlflow_server.tracking_uri}: train and "
+                            "promote a version first (continuous-training flow), or pass a version.")
+    return found
+
+
+def read_mlflow_signature(model_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return the input columns of an MLflow model's signature and its input example as records.
+
+    Args:
+        model_dir: Local MLflow model folder.
+
+    Returns:
+        ``(columns, example_records)``; columns are ``{"name", "type", "required"}`` dicts.
+
+    Raises:
+        PackagingError: If the model has no signature with named columns.
+    """
+    import yaml
+
+    meta = yaml.safe_load((Path(model_dir) / "MLmodel").read_text())
+    inputs = (meta.get("signature") or {}).get("inputs")
+    if not inputs:
+        raise PackagingError(f"The MLflow model at {model_dir} has no signature: log it with one "
+                             "(mlflow.models.infer_signature) so the service can validate requests.")
+    columns = json.loads(inputs) if isinstance(inputs, str) else inputs
+    if any("name" not in c for c in columns):
+        raise PackagingError(f"The MLflow model at {model_dir} takes unnamed tensors; the service needs named "
+                             "columns (log the model with a DataFrame signature).")
+    columns = [{"name": c["name"], "type": c.get("type", "string"), "required": c.get("required", True)}
+               for c in columns]
+    example: list[dict[str, Any]] = []
+    info = meta.get("saved_input_example_info") or {}
+    path = Path(model_dir) / str(info.get("artifact_path", "input_example.json"))
+    if path.is_file():
+        raw = json.loads(path.read_text())
+        if isinstance(raw, dict) and "columns" in raw and "data" in raw:
+            example = [dict(zip(raw["columns"], row, strict=False)) for row in raw["data"]]
+        elif isinstance(raw, list) and all(isinstance(r, dict) for r in raw):
+            example = raw
+        elif isinstance(raw, dict) and all(not isinstance(v, list | dict) for v in raw.values()):
+            example = [raw]
+    names = [c["name"] for c in columns]
+    example = [{k: r.get(k) for k in names} for r in example[:3]]
+    return columns, example
+
+
+def _installed_requirements(packages: tuple[str, ...]) -> list[str]:
+    from importlib import metadata
+
+    out = []
+    for pkg in packages:
+        try:
+            out.append(f"{pkg}=={metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+_BUILD_SCRIPT = r"""
+import json, sys
+import bentoml
+spec = json.loads(sys.argv[1])
+try:
+    bentoml.models.get(spec["model_tag"])
+except bentoml.exceptions.NotFound:
+    import bentoml.mlflow
+    bentoml.mlflow.import_model(spec["model_tag"], spec["model_dir"], labels=spec["labels"],
+                                metadata=spec["metadata"])
+bento = bentoml.bentos.build_bentofile(spec["bentofile"], build_ctx=spec["build_ctx"], version=spec["version"])
+print(json.dumps({"tag": str(bento.tag), "path": bento.path}))
+"""
+
+
+def _run_bentoml(serving: BentoMLServing, args: list[str], what: str, timeout_s: float = 600) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s,
+                              env=serving.subprocess_env(), cwd=str(serving.home()))
+    except subprocess.TimeoutExpired as exc:
+        raise PackagingError(f"{what} took longer than {timeout_s:.0f}s and was stopped.") from exc
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout)[-3000:]
+        raise PackagingError(f"{what} failed (exit {done.returncode}):\n{tail}")
+    return done.stdout
+
+
+@task(name="build-bento", cache_policy=NO_CACHE)
+def build_bento(serving: BentoMLServing, version: ModelVersionInfo, model_dir: str) -> BentoInfo:
+    """Import a registered MLflow model into the BentoML store and build its bento.
+
+    The bento's service validates requests against the model's MLflow signature, scores
+    with adaptive batching and logs every prediction; its labels carry the registry name,
+    version, run id and DVC data rev. Idempotent: a bento of the same version and service
+    code is reused. Packages are not locked against the index at build time.
+
+    Args:
+        serving: The BentoML serving block (store location, serving settings).
+        version: The registered version.
+        model_dir: Its local MLflow model folder (``download_model_version``).
+
+    Returns:
+        The bento's tag, store path, labels, features and input example.
+
+    Raises:
+        PackagingError: If the model has no usable signature or ``bentoml`` fails.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def package(v: ModelVersionInfo, folder: str) -> str:
+        ...     return build_bento(BentoMLServing.embedded(), v, folder).tag
+    """
+    logger = run_logger()
+    started = time.perf_counter()
+    columns, example = read_mlflow_signature(model_dir)
+    name = bentoml_name(version.name)
+    run8 = (version.run_id or "norun")[:8]
+    model_tag = f"{name}:v{version.version}-{run8}"
+    labels = {"model_name": version.name, "model_version": str(version.version), "run_id": version.run_id or "",
+              "data_rev": version.tags.get(L.TAG_DATA_REV, ""), "data_md5": version.tags.get(L.TAG_DATA_MD5, ""),
+              "code_commit": version.tags.get(L.TAG_CODE_COMMIT, "")}
+    bento_cfg = {"service_name": name, "model_tag": model_tag, "model_name": version.name,
+                 "model_version": str(version.version), "run_id": version.run_id,
+                 "data_rev": labels["data_rev"] or None, "columns": columns,
+                 "input_example": example}
+    digest = hashlib.sha256()
+    for part in (SERVICE_SOURCE.read_bytes(), INFERENCE_LOG_SOURCE.read_bytes(),
+                 json.dumps(bento_cfg, sort_keys=True, default=str).encode()):
+        digest.update(part)
+    bento_version = f"v{version.version}-{run8}-{digest.hexdigest()[:8]}"
+    bento_tag = f"{name}:{bento_version}"
+    bento_cfg["bento_tag"] = bento_tag
+    home = serving.home()
+    bento_path = home / "bentos" / name / bento_version
+    features = [c["name"] for c in columns]
+    if (bento_path / "bento.yaml").is_file():
+        logger.info("Bento %s is already in the store at %s; reusing it", bento_tag, home)
+        return BentoInfo(tag=bento_tag, model_tag=model_tag, model_name=version.name,
+                         model_version=str(version.version), run_id=version.run_id, data_rev=labels["data_rev"] or None,
+                         path=str(bento_path), labels=labels, features=features, input_example=example, built=False,
+                         seconds=time.perf_counter() - started)
+
+    ctx = home / "build" / f"{name}-{bento_version}"
+    if ctx.exists():
+        shutil.rmtree(ctx)
+    ctx.mkdir(parents=True)
+    shutil.copyfile(SERVICE_SOURCE, ctx / "mlops_service.py")
+    shutil.copyfile(INFERENCE_LOG_SOURCE, ctx / "mlops_inference_log.py")
+    (ctx / "service.py").write_text('"""Generated by prefect-mlops: serves one registered model version."""\n\n'
+                                    "from mlops_service import build_service\n\n"
+                                    "MlopsModelService = build_service(__file__)\n")
+    (ctx / "mlops_bento.json").write_text(json.dumps(bento_cfg, indent=2, default=str))
+    packages = serving.python_packages if serving.python_packages is not None \
+        else _installed_requirements(STACK_PACKAGES)
+    bentofile = {"service": SERVICE_ENTRY, "name": name, "labels": labels,
+                 "include": ["service.py", "mlops_service.py", "mlops_inference_log.py", "mlops_bento.json"],
+                 "python": {"packages": packages, "lock_packages": False},
+                 "docker": {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"}}
+    (ctx / "bentofile.yaml").write_text(json.dumps(bentofile, indent=2))
+    spec = {"model_tag": model_tag, "model_dir": str(Path(model_dir).resolve()), "labels": labels,
+            "metadata": {"registry_source": version.source, "features": json.dumps(features)},
+            "bentofile": str(ctx / "bentofile.yaml"), "build_ctx": str(ctx), "version": bento_version}
+    home.mkdir(parents=True, exist_ok=True)
+    out = _run_bentoml(serving, [sys.executable, "-c", _BUILD_SCRIPT, json.dumps(spec)],
+                       f"Building the bento of {version.name} v{version.version}")
+    result = json.loads(out.strip().splitlines()[-1])
+    seconds = time.perf_counter() - started
+    logger.info("Built bento %s from %s v%s in %.1fs", result["tag"], version.name, version.version, seconds)
+    return BentoInfo(tag=result["tag"], model_tag=model_tag, model_name=version.name,
+                     model_version=str(version.version), run_id=version.run_id, data_rev=labels["data_rev"] or None,
+                     path=result["path"], labels=labels, features=features, input_example=example, built=True,
+                     seconds=seconds)
+
+
+def _publish_dockerfile(bento: BentoInfo, dockerfile: Path, message: str) -> None:
+    """Publish the Dockerfile as a Prefect markdown artifact (best effort: packaging never fails on it)."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return  # called as a plain function: artifacts belong to runs
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{bento.model_name}-dockerfile".lower()).strip("-")[:60]
+    try:
+        create_markdown_artifact(key=key, description=f"Container recipe of bento {bento.tag}",
+                                 markdown=f"# Dockerfile of `{bento.tag}`\n\n{message}\n\n"
+                                          f"```dockerfile\n{dockerfile.read_text()}\n```")
+    except Exception as exc:  # noqa: BLE001 - an unreachable Prefect API must not fail the packaging
+        run_logger().warning("Could not publish the Dockerfile artifact of %s: %s", bento.tag, exc)
+
+
+_CONTAINERFILE_SCRIPT = r"""
+import sys
+import bentoml
+bentoml.container.get_containerfile(sys.argv[1], output_path=sys.argv[2])
+"""
+
+
+def docker_available() -> bool:
+    """Return whether a Docker engine answers here (``docker info``)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@task(name="write-container-recipe", cache_policy=NO_CACHE)
+def write_container_recipe(serving: BentoMLServing, bento: BentoInfo, containerize: bool = True) -> ContainerRecipe:
+    """Write the bento's Dockerfile (``bentoml.container.get_containerfile``), and build the image where Docker runs.
+
+    Without a Docker engine the Dockerfile is still written, so the image can be built
+    elsewhere (``docker build`` from the bento folder, or ``bentoml containerize``); the result
+    says so instead of failing.
+
+    Args:
+        serving: The BentoML serving block.
+        bento: The bento.
+        containerize: Run ``bentoml containerize`` when a Docker engine answers.
+
+    Returns:
+        The Dockerfile path, the image tag (or None) and a message for the person reading.
+
+    Raises:
+        PackagingError: If BentoML cannot produce the Dockerfile or the image build fails.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def recipe(b: BentoInfo) -> str:
+        ...     return write_container_recipe(BentoMLServing.embedded(), b).dockerfile
+    """
+    logger = run_logger()
+    out_dir = serving.home() / "containerfiles" / bento.tag.replace(":", "-")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dockerfile = out_dir / "Dockerfile"
+    if not (dockerfile.is_file() and dockerfile.stat().st_size > 0):  # a bento's tag names its content: reuse
+        _run_bentoml(serving, [sys.executable, "-c", _CONTAINERFILE_SCRIPT, bento.tag, str(dockerfile)],
+                     f"Writing the Dockerfile of bento {bento.tag}")
+    image = None
+    if containerize and docker_available():
+        _run_bentoml(serving, [sys.executable, "-m", "bentoml", "containerize", bento.tag, "-t", bento.tag],
+                     f"bentoml containerize {bento.tag}", timeout_s=3600)
+        image = bento.tag
+        message = f"Built image {image} with `bentoml containerize`."
+    else:
+        message = (f"No Docker engine here: the image was not built. Build it where Docker runs with "
+                   f"`BENTOML_HOME={serving.home()} bentoml containerize {bento.tag}`, or `docker build -f "
+                   f"{dockerfile} {bento.path}`.")
+    logger.info("Dockerfile of %s at %s. %s", bento.tag, dockerfile, message)
+    _publish_dockerfile(bento, dockerfile, message)
+    return ContainerRecipe(bento_tag=bento.tag, dockerfile=str(dockerfile), image=image, message=message)
