@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import secrets
@@ -30,7 +29,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from pydantic import BaseModel
 from blocks.bentoml_serving import BentoMLServing
 from tasks.bentoml_packaging import BentoInfo
 from tasks.exceptions import ServingError
+from tasks.locks import file_lock
 from tasks.logs import run_logger
 from tasks.mlflow_registry import ModelVersionInfo
 
@@ -99,16 +98,8 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 
 # -- state file -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _state_lock(serving: BentoMLServing) -> Iterator[None]:
-    path = serving.state_file().with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _state_lock(serving: BentoMLServing) -> contextlib.AbstractContextManager[None]:
+    return file_lock(serving.state_file().with_suffix(".lock"))
 
 
 def read_state(serving: BentoMLServing) -> dict[str, Any]:

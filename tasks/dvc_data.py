@@ -7,12 +7,10 @@ The data repository is a git repo with DVC; a dataset is one file tracked by a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -21,6 +19,7 @@ from pydantic import BaseModel
 
 from blocks.dvc_repository import DvcRepository
 from tasks.exceptions import DataVersioningError, DvcRemoteError
+from tasks.locks import file_lock
 from tasks.logs import run_logger
 
 _GIT_IDENTITY = {
@@ -62,17 +61,9 @@ def _git(repo_path: str | Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-@contextlib.contextmanager
-def _repo_lock(repo_path: str | Path) -> Iterator[None]:
+def _repo_lock(repo_path: str | Path) -> contextlib.AbstractContextManager[None]:
     """Serialise writers of one data repo (concurrent flows on one machine)."""
-    lock_path = Path(repo_path).parent / f".{Path(repo_path).name}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(Path(repo_path).parent / f".{Path(repo_path).name}.lock")
 
 
 def read_dvc_md5(repo_path: str | Path, dataset_path: str, rev: str = "HEAD") -> str | None:
