@@ -181,6 +181,9 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     runner = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve", "--only", "on-drift,on-promotion",
                                "--cooldown-seconds", "600", "--param", "mlflow_block=demo-mlflow"],
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    from deployments.definitions import wait_for_triggers
+
+    wait_for_triggers(["continuous-training/on-drift", "deploy-model/on-promotion"])
     say("runner serves continuous-training/on-drift and deploy-model/on-promotion (event triggers)")
 
     features = json.loads(summary_features(mlflow_url, summary.model_version))

@@ -8,6 +8,7 @@ monitoring flow emits the drift event, the Prefect server's automation starts
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -16,10 +17,12 @@ import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from servers import wait_until
 from serving_fixtures import serving_block_for
 
-from deployments.definitions import PROJECT_ROOT
+from deployments.definitions import PROJECT_ROOT, wait_for_triggers
 from examples.demo import Traffic, send_day
 from flows.continuous_training import continuous_training
 from flows.deploy_model import deploy_model
@@ -31,6 +34,17 @@ from tasks.sample_data import make_customer_frame
 from tasks.sklearn_training import TrainingSpec
 
 MODEL = "loop-model"
+
+
+def retrain_runs() -> list:
+    async def read() -> list:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("continuous-training/on-drift")
+            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(
+                any_=[deployment.id])))
+            return [r for r in runs if r.parameters.get("model_name") == MODEL]
+
+    return asyncio.run(read())
 
 
 def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
@@ -49,6 +63,7 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
          "600", "--param", f"mlflow_block={mlflow_block_name}", "--param", "serving_block=loop-serving",
          "--param", f"dataset_path=data/{MODEL}.parquet"],
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for_triggers(["continuous-training/on-drift", "deploy-model/on-promotion"])
     features = json.loads(MlflowClient(tracking_uri=mlflow_server.url).get_model_version(
         MODEL, first.model_version).tags["mlops.features"])
     background = None
@@ -64,6 +79,15 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
         result = monitor_model(window_hours=hours, serving_block="loop-serving", **kwargs)
         assert {DRIFT_DETECTED, PERFORMANCE_DECAYED} & set(result.events), result.render()
         assert {"monthly_charges", "usage_gb", "support_calls"} <= set(result.drift.drifted_columns)
+        # Monitoring runs again and again in production; if the server's trigger service had not
+        # loaded the automation yet, the next monitoring run's event starts the retrain.
+        for _ in range(3):
+            try:
+                wait_until(lambda: bool(retrain_runs()), 45, "a continuous-training/on-drift run")
+                break
+            except TimeoutError:
+                monitor_model(window_hours=hours, serving_block="loop-serving", **kwargs)
+        assert len(retrain_runs()) == 1  # the cool-down: repeated drift events, one retrain
 
         def new_champion_answers() -> bool:
             status = serving_status(serving)
