@@ -221,7 +221,8 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     print(f"Prefect UI   {api.removesuffix('/api')}")
     print(f"MLflow UI    {mlflow_url}/#/models/{MODEL}")
     print(f"Reports      {reports[-1].parent.parent if reports else home / 'reports'}")
-    print(f"Endpoint     curl -s -X POST {url}/predict -H 'content-type: application/json' "
+    print("Endpoint (up while the demo runs; `python -m examples.demo --keep` leaves it up):")
+    print(f"             curl -s -X POST {url}/predict -H 'content-type: application/json' "
           f"-d '{json.dumps(json.loads(make_customer_frame(1, seed=1)[features].to_json(orient='records'))[0])}'")
     if background.failed:
         print("failed background requests:", background.errors[:5])
