@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from blocks.data_contract import DataContract
@@ -32,6 +33,12 @@ def load_policy(name: str | None) -> PromotionPolicy:
 def load_contract(name: str | None) -> DataContract | None:
     """Load the named data contract, or None (the flow then uses the model's stored contract)."""
     return DataContract.load(name) if name else None
+
+
+def model_cache_dir(mlflow_server: MlflowServer) -> str:
+    """Folder for local copies of registered models, one per registry (versions of two registries never mix)."""
+    key = hashlib.sha256((mlflow_server.registry_uri or mlflow_server.tracking_uri).encode()).hexdigest()[:12]
+    return str(state_dir() / "cache" / "registry" / key)
 
 
 def contract_file(model_name: str) -> Path:

@@ -21,6 +21,7 @@ from flows.common import (
     load_dvc,
     load_mlflow,
     load_policy,
+    model_cache_dir,
 )
 from tasks import lineage as L
 from tasks.data_validation import resolve_data_contract, validate_dataset
@@ -243,7 +244,7 @@ def continuous_training(
         champion_eval: Evaluation | None = None
         if champion is not None:
             try:
-                champion_dir = download_model_version(mlflow_server, champion, str(home / "cache" / "registry"))
+                champion_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
                 champion_eval = evaluate_model(champion_dir, split.test, target, spec.task_type, split.features,
                                                policy.slice_columns, policy.sensitive_attribute,
                                                policy.primary_metric, policy.min_slice_rows, label="champion")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -12,8 +11,7 @@ from pydantic import BaseModel
 
 from blocks.bentoml_serving import BentoMLServing
 from blocks.mlflow_server import MlflowServer
-from blocks.settings import state_dir
-from flows.common import DEFAULT_MODEL_NAME, load_mlflow
+from flows.common import DEFAULT_MODEL_NAME, load_mlflow, model_cache_dir
 from tasks.bentoml_packaging import BentoInfo, build_bento, resolve_model_version, write_container_recipe
 from tasks.bentoml_serving import (
     BackendInfo,
@@ -75,12 +73,6 @@ class DeploymentSummary(BaseModel):
             f"lineage       run {self.run_id}  data rev {(self.data_rev or '-')[:12]}",
             f"container     {self.image or self.dockerfile or '-'}",
         ])
-
-
-def model_cache_dir(mlflow_server: MlflowServer) -> str:
-    """Folder for local copies of registered models, one per registry (versions of two registries never mix)."""
-    key = hashlib.sha256((mlflow_server.registry_uri or mlflow_server.tracking_uri).encode()).hexdigest()[:12]
-    return str(state_dir() / "cache" / "registry" / key)
 
 
 def load_serving(name: str | None) -> BentoMLServing:

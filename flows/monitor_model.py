@@ -10,7 +10,14 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from blocks.settings import state_dir
-from flows.common import DEFAULT_MODEL_NAME, inference_log_dir, load_dvc, load_mlflow, load_monitoring_policy
+from flows.common import (
+    DEFAULT_MODEL_NAME,
+    inference_log_dir,
+    load_dvc,
+    load_mlflow,
+    load_monitoring_policy,
+    model_cache_dir,
+)
 from tasks import lineage as L
 from tasks.dvc_data import pull_dataset
 from tasks.events import DATA_QUALITY_FAILED, DRIFT_DETECTED, PERFORMANCE_DECAYED, emit_model_event
@@ -116,7 +123,7 @@ def monitor_model(
     out_dir = home / "reports" / model_name / stamp
     reference = pull_dataset(data_repo, champion.tags[L.TAG_DATA_PATH], champion.tags[L.TAG_DATA_REV],
                              str(home / "cache" / "data"))
-    model_dir = download_model_version(mlflow_server, champion, str(home / "cache" / "registry"))
+    model_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
     features = json.loads(champion.tags[L.TAG_FEATURES])
     scored = score_reference(model_dir, reference, features,
                              str(home / "cache" / "reference" / f"{model_name}-v{champion.version}.parquet"))

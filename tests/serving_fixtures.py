@@ -69,7 +69,7 @@ def serving_registry(session_home: Path, prefect_server: str) -> Registry:
     from blocks.dvc_repository import DvcRepository
     from blocks.mlflow_server import MlflowServer
     from flows.continuous_training import continuous_training
-    from flows.deploy_model import model_cache_dir
+    from flows.common import model_cache_dir
     from tasks.mlflow_registry import download_model_version
     from tasks.sample_data import make_customer_frame
     from tasks.sklearn_training import TrainingSpec
