@@ -68,8 +68,8 @@ def serving_registry(session_home: Path, prefect_server: str) -> Registry:
     """An embedded (SQLite) MLflow registry and DVC repo with two trained versions of ``serving-churn``."""
     from blocks.dvc_repository import DvcRepository
     from blocks.mlflow_server import MlflowServer
-    from flows.continuous_training import continuous_training
     from flows.common import model_cache_dir
+    from flows.continuous_training import continuous_training
     from tasks.mlflow_registry import download_model_version
     from tasks.sample_data import make_customer_frame
     from tasks.sklearn_training import TrainingSpec
