@@ -36,10 +36,10 @@ from tasks.sklearn_training import TrainingSpec
 MODEL = "loop-model"
 
 
-def retrain_runs() -> list:
+def retrain_runs(deployment_name: str = "continuous-training/on-drift") -> list:
     async def read() -> list:
         async with get_client() as client:
-            deployment = await client.read_deployment_by_name("continuous-training/on-drift")
+            deployment = await client.read_deployment_by_name(deployment_name)
             runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(
                 any_=[deployment.id])))
             return [r for r in runs if r.parameters.get("model_name") == MODEL]
@@ -96,6 +96,10 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
 
         wait_until(new_champion_answers, 300, "the retrained champion answering on the stable URL", runner,
                    lambda: (tmp_path / "runner.log").read_text(errors="replace")[-4000:], interval=1.0)
+        # The swap is done; deploy-model still drains and stops the old backend: let it finish.
+        wait_until(lambda: all(r.state and r.state.is_final() for r in retrain_runs("deploy-model/on-promotion"))
+                   and bool(retrain_runs("deploy-model/on-promotion")), 120, "deploy-model to finish", interval=1.0)
+        assert all(r.state_name == "Completed" for r in retrain_runs("deploy-model/on-promotion"))
         background.stop()
         assert background.sent > 0 and background.failed == 0, background.errors[:5]
 
