@@ -35,6 +35,16 @@ TAG_TRIGGER = "mlops.trigger"
 TAG_TARGET = "mlops.target"
 TAG_FEATURES = "mlops.features"
 TAG_TEST_METRICS = "mlops.test_metrics"
+#: What the model predicts: ``binary``, ``multiclass`` or ``regression`` (blocks/task_metrics.py).
+TAG_TASK_TYPE = "mlops.task_type"
+#: JSON list of the training label set (classification), JSON-native values.
+TAG_CLASSES = "mlops.classes"
+#: JSON value of the positive class of a binary task (its probability is the score).
+TAG_POSITIVE_LABEL = "mlops.positive_label"
+#: Event-time column of the data ("" when none): time splits and event-time monitoring windows.
+TAG_TIME_COLUMN = "mlops.time_column"
+#: JSON object column -> role (numeric, categorical, datetime, identifier, text, target).
+TAG_COLUMN_ROLES = "mlops.column_roles"
 
 _CODE_ROOT = Path(__file__).resolve().parent.parent
 
