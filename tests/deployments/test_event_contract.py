@@ -194,7 +194,8 @@ def test_an_automation_that_cannot_start_its_run_notifies_a_person(prefect_serve
         message = next(m for m in Receiver.received if "contract-broken-trigger" in m["subject"])
         assert "could not run deployment" in message["subject"], message
         assert "no run was created" in message["body"] and "reason:" in message["body"], message
-        assert "not JSON serializable" in message["body"] or "template" in message["body"], message
+        assert "InvalidJinja" in message["body"], message  # the reason, as the server gives it
+        assert f"target: prefect.deployment.{deployment_id}" in message["body"], message
         assert not asyncio.run(_runs([deployment_id]))
     finally:
         automation.delete()
