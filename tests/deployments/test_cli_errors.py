@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from deployments.processes import free_port
 
 from blocks.mlflow_server import MlflowServer
 from deployments.definitions import PROJECT_ROOT
+from deployments.processes import free_port
 
 CLI = [sys.executable, "-m", "deployments.cli"]
 
