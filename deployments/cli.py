@@ -62,7 +62,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     server, model = _registry(args)
     champion = alias_version(server, model, CHAMPION)
-    serving = serving_status(load_serving(args.serving_block))
+    try:
+        serving_block = load_serving(args.serving_block)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported with the block's name
+        raise CliError(f"cannot load the BentoMLServing block {args.serving_block!r}: {exc}. Check the name "
+                       "(`prefect block ls`), or leave out --serving-block for the embedded endpoint.") from exc
+    serving = serving_status(serving_block)
     serves = serving.get("state") in ("serving", "degraded") and serving.get("model_name") == model
     if champion is None and serves:
         raise CliError(f"{model} v{serving.get('model_version')} serves at {serving.get('url')}, but "
