@@ -1,4 +1,12 @@
-"""Automations that are not deployment triggers: notifications when something needs a person."""
+"""Automations that are not deployment triggers: notifications when something needs a person.
+
+Two automations share one notification block:
+
+* ``<name>``: a pipeline run failed or crashed, a challenger was rejected, a deployment failed.
+* ``<name>-action-failed``: an automation fired but its action failed (``prefect.automation.action.failed``),
+  e.g. a trigger's parameters did not render or a deployment refused them, so no run was created.
+  It ignores automations whose name starts with ``<name>`` (its own), so a webhook that is down cannot loop.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +14,57 @@ from typing import Any
 
 from tasks.events import DEPLOYMENT_FAILED, MODEL_REJECTED
 
-NOTIFY_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed", MODEL_REJECTED, DEPLOYMENT_FAILED)
-SUBJECT = "prefect-mlops: {{ event.event }} on {{ event.resource.name or event.resource.id }}"
+ACTION_FAILED = "prefect.automation.action.failed"
+NOTIFY_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed", MODEL_REJECTED, DEPLOYMENT_FAILED,
+                 ACTION_FAILED)
+
+SUBJECT = ("prefect-mlops: {{ event.event }} on {{ event.resource.name or event.resource.id }}"
+           "{% for r in event.related %}{% if r.role in ('flow', 'deployment') and r.name %}"
+           ", {{ r.role }} {{ r.name }}{% endif %}{% endfor %}")
 BODY = ("{{ event.event }} at {{ event.occurred }}\n"
-        "resource: {{ event.resource.id }}\n"
-        "details: {{ event.payload }}")
+        "resource: {{ event.resource.id }}{% if event.resource.name %} ({{ event.resource.name }}){% endif %}\n"
+        "{% for k, v in event.payload.items() %}{{ k }}: {{ v }}\n{% endfor %}")
+ACTION_FAILED_SUBJECT = ("prefect-mlops: automation '{{ event.resource.name }}' fired but could not "
+                         "{{ event.payload.action_type | default('act') | replace('-', ' ') }}: nothing was started")
+ACTION_FAILED_BODY = (
+    "Automation '{{ event.resource.name }}' ({{ event.resource.id }}) fired at {{ event.occurred }}, "
+    "but its action '{{ event.payload.action_type | default('?') }}' failed, so no run was created.\n"
+    "reason: {{ event.payload.reason | default('not given') }}\n"
+    "{% if event.payload.validation_error %}validation error: {{ event.payload.validation_error }}\n{% endif %}"
+    "{% if event.payload.template_error %}template error: {{ event.payload.template_error }}\n{% endif %}"
+    "{% for r in event.related %}{{ r.role }}: {{ r.id }}\n{% endfor %}"
+    "What to do: check the triggering event against the event contract (README, Events: resource id "
+    "mlops.model.<name>, payload fields) and the deployment's parameters; then start the run by hand "
+    "(prefect deployment run) or emit the event again.")
+
+
+def _replace(name: str, automation: Any) -> Any:
+    from prefect.automations import Automation
+
+    try:
+        Automation.read(name=name).delete()
+    except ValueError:
+        pass
+    return automation.create()
 
 
 def create_notification_automation(url: str, name: str = "mlops-notify", block_name: str = "mlops-notify",
                                    apprise: bool = False) -> Any:
-    """Create (or replace) an automation that notifies when a pipeline fails or a promotion is rejected.
+    """Create (or replace) the automations that notify a person when something did not happen as planned.
+
+    A pipeline run failed or crashed, a challenger was rejected, a deployment failed, or an
+    automation fired but could not start its run.
 
     Args:
         url: A webhook URL (JSON POST with ``subject`` and ``body``) or, with ``apprise``,
             an Apprise URL (Slack, Teams, e-mail, ...).
-        name: Automation name (an existing automation of that name is replaced).
+        name: Automation name (an existing automation of that name is replaced); the failed-action
+            automation is ``<name>-action-failed``.
         block_name: Name of the notification block saved for it.
         apprise: Treat ``url`` as an Apprise URL.
 
     Returns:
-        The created automation.
+        The created pipeline automation (the failed-action one is created beside it).
 
     Examples:
         >>> from deployments.automations import create_notification_automation
@@ -42,15 +81,23 @@ def create_notification_automation(url: str, name: str = "mlops-notify", block_n
         block = CustomWebhookNotificationBlock(name=name, url=url, method="POST", allow_private_urls=True,
                                                json_data={"subject": "{{subject}}", "body": "{{body}}"})
     block_id = block.save(block_name, overwrite=True)
-    try:
-        Automation.read(name=name).delete()
-    except ValueError:
-        pass
-    return Automation(
+    pipeline_events = set(NOTIFY_EVENTS) - {ACTION_FAILED}
+    action_failed_name = f"{name}-action-failed"
+    _replace(action_failed_name, Automation(
+        name=action_failed_name,
+        description="Notify a person when an automation fired but could not start its run.",
+        trigger=EventTrigger(expect={ACTION_FAILED},
+                             match={"prefect.resource.id": "prefect.automation.*",
+                                    "prefect.resource.name": f"!{name}*"},
+                             posture="Reactive", threshold=1),
+        actions=[SendNotification(block_document_id=block_id, subject=ACTION_FAILED_SUBJECT,
+                                  body=ACTION_FAILED_BODY)],
+    ))
+    return _replace(name, Automation(
         name=name,
         description="Notify a person when a prefect-mlops pipeline fails or a challenger is rejected.",
-        trigger=EventTrigger(expect=set(NOTIFY_EVENTS), match={"prefect.resource.id": ["prefect.flow-run.*",
-                                                                                       "mlops.model.*"]},
+        trigger=EventTrigger(expect=pipeline_events, match={"prefect.resource.id": ["prefect.flow-run.*",
+                                                                                    "mlops.model.*"]},
                              posture="Reactive", threshold=1),
         actions=[SendNotification(block_document_id=block_id, subject=SUBJECT, body=BODY)],
-    ).create()
+    ))

@@ -11,10 +11,12 @@ import sys
 from collections.abc import Sequence
 
 
-def _mlflow(name: str | None):  # noqa: ANN202 - returns MlflowServer, imported lazily
-    from flows.common import load_mlflow
+def _registry(args: argparse.Namespace) -> tuple:  # (MlflowServer, model name), imported lazily
+    """Open the registry the command reads and resolve its model, or raise a clear :class:`CliError`."""
+    from deployments.registry_check import open_registry, resolve_model
 
-    return load_mlflow(name)
+    server = open_registry(args.mlflow_block)
+    return server, resolve_model(server, args.mlflow_block, args.model)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -30,7 +32,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     """Roll the champion back."""
     from flows.rollback_model import rollback_model
 
-    result = rollback_model(model_name=args.model, reason=args.reason, to_version=args.to_version,
+    _, model = _registry(args)
+    result = rollback_model(model_name=model, reason=args.reason, to_version=args.to_version,
                             mlflow_block=args.mlflow_block)
     print(f"{result.model_name}: champion v{result.from_version} -> v{result.to_version} ({result.reason})")
     return 0
@@ -40,7 +43,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     """Print the alias history of a model."""
     from tasks.mlflow_registry import alias_history
 
-    for move in alias_history(_mlflow(args.mlflow_block), args.model, args.alias):
+    server, model = _registry(args)
+    moves = alias_history(server, model, args.alias)
+    if not moves:
+        print(f"{model}: no recorded {args.alias or 'alias'} moves", file=sys.stderr)
+    for move in moves:
         print(f"{move.at}  {move.alias:<10} {move.from_version or '-':>4} -> {move.to_version:<4} by {move.by}: "
               f"{move.reason}")
     return 0
@@ -48,11 +55,25 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the champion, its lineage and what serves now."""
+    from deployments.registry_check import HINT, CliError
+    from flows.deploy_model import load_serving
+    from tasks.bentoml_serving import serving_status
     from tasks.mlflow_registry import CHAMPION, alias_version
 
-    server = _mlflow(args.mlflow_block)
-    champion = alias_version(server, args.model, CHAMPION)
-    status: dict[str, object] = {"model": args.model, "tracking_uri": server.tracking_uri}
+    server, model = _registry(args)
+    champion = alias_version(server, model, CHAMPION)
+    try:
+        serving_block = load_serving(args.serving_block)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported with the block's name
+        raise CliError(f"cannot load the BentoMLServing block {args.serving_block!r}: {exc}. Check the name "
+                       "(`prefect block ls`), or leave out --serving-block for the embedded endpoint.") from exc
+    serving = serving_status(serving_block)
+    serves = serving.get("state") in ("serving", "degraded") and serving.get("model_name") == model
+    if champion is None and serves:
+        raise CliError(f"{model} v{serving.get('model_version')} serves at {serving.get('url')}, but "
+                       f"{server.registry_uri or server.tracking_uri} has no champion for it: this is not the "
+                       f"registry it was deployed from; {HINT}.")
+    status: dict[str, object] = {"model": model, "tracking_uri": server.tracking_uri}
     if champion is None:
         status["champion"] = None
     else:
@@ -60,10 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                               champion.tags.get("mlops.alias.champion.since"),
                               "lineage": {k: v for k, v in champion.tags.items() if k.startswith("mlops.")
                                           and not k.startswith("mlops.alias")}}
-    from flows.deploy_model import load_serving
-    from tasks.bentoml_serving import serving_status
-
-    status["serving"] = serving_status(load_serving(args.serving_block))
+    status["serving"] = serving
     print(json.dumps(status, indent=2, default=str))
     return 0
 
@@ -140,16 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="churn-classifier")
     train.set_defaults(func=cmd_train)
     rollback = sub.add_parser("rollback", help="make the previous champion serve again")
-    rollback.add_argument("--model", default="churn-classifier")
+    rollback.add_argument("--model", default=None, help="registered model (default: the only one registered)")
     rollback.add_argument("--reason", default="manual rollback")
     rollback.add_argument("--to-version", default=None)
     rollback.set_defaults(func=cmd_rollback)
     history = sub.add_parser("history", help="list recorded alias moves")
-    history.add_argument("--model", default="churn-classifier")
+    history.add_argument("--model", default=None, help="registered model (default: the only one registered)")
     history.add_argument("--alias", default=None)
     history.set_defaults(func=cmd_history)
     status = sub.add_parser("status", help="champion, lineage and serving endpoint")
-    status.add_argument("--model", default="churn-classifier")
+    status.add_argument("--model", default=None, help="registered model (default: the only one registered)")
     status.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     status.set_defaults(func=cmd_status)
     serve = sub.add_parser("serve", help="serve every deployment from this process (no work pool)")
@@ -170,9 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``prefect-mlops`` console script."""
+    """Entry point of the ``prefect-mlops`` console script: exit 1 with a one-line reason on a known error."""
+    from tasks.exceptions import MlopsError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except MlopsError as exc:
+        print(f"prefect-mlops {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,14 +27,23 @@ from tasks.events import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: The model an event is about: its ``prefect.resource.name`` label, else the id minus ``mlops.model.``.
+#: Parenthesised: Prefect appends ``| tojson`` to a single-expression template.
+MODEL_NAME_TEMPLATE = "{{ (event.resource.name or event.resource.id | replace('mlops.model.', '', 1)) }}"
+
 #: What a triggered run records as its cause (rendered by Prefect from the triggering event).
+#: Every expression renders for any event the contract in tasks/events.py allows (no payload, no name label).
 TRIGGER_PARAMETER = {
     "event": "{{ event.event }}",
     "event_id": "{{ event.id | string }}",
     "occurred": "{{ event.occurred | string }}",
     "resource": "{{ event.resource.id }}",
-    "payload": "{{ event.payload }}",
+    "payload": "{{ event.payload | default({}) }}",
 }
+
+#: Start of the window that drifted or decayed (None when the event has no window: the flow then
+#: uses its ``feedback_hours``).
+WINDOW_START_TEMPLATE = "{{ event.payload.window.start | default(none) }}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,12 @@ class EventTrigger:
     cooldown: dt.timedelta
     labels: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
+
+    def rendered_parameters(self) -> dict[str, Any]:
+        """Return the run parameters as Prefect templates over the triggering event."""
+        import copy
+
+        return {"model_name": MODEL_NAME_TEMPLATE, "trigger": copy.deepcopy(TRIGGER_PARAMETER), **self.parameters}
 
     def to_prefect(self) -> Any:
         """Return the ``DeploymentEventTrigger``."""
@@ -58,7 +73,7 @@ class EventTrigger:
             posture="Reactive",
             threshold=1,
             within=self.cooldown,
-            parameters={"model_name": "{{ event.resource.name }}", "trigger": TRIGGER_PARAMETER, **self.parameters},
+            parameters=self.rendered_parameters(),
         )
 
     def to_yaml(self) -> dict[str, Any]:
@@ -68,7 +83,7 @@ class EventTrigger:
             "match": {"prefect.resource.id": "mlops.model.*", **self.labels},
             "for_each": ["prefect.resource.id"], "posture": "Reactive", "threshold": 1,
             "within": int(self.cooldown.total_seconds()),
-            "parameters": {"model_name": "{{ event.resource.name }}", "trigger": TRIGGER_PARAMETER, **self.parameters},
+            "parameters": self.rendered_parameters(),
         }
 
 
@@ -138,7 +153,7 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
                              "or decay; one retrain per cool-down window.",
                              parameters={**shared, "feedback_hours": 24.0},
                              triggers=(EventTrigger((DRIFT_DETECTED, PERFORMANCE_DECAYED), cooldown,
-                                                    parameters={"feedback_since": "{{ event.payload.window.start }}"}),
+                                                    parameters={"feedback_since": WINDOW_START_TEMPLATE}),
                                        )),
         DeploymentDefinition("flows/monitor_model.py:monitor_model", "hourly", "Drift, quality and performance of "
                              "the serving champion.", interval=monitor_every, parameters=shared),

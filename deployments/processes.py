@@ -19,6 +19,15 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
+#: Telemetry off in every process we start (each library's documented switch): the Prefect server's
+#: usage report ("Failed to send telemetry" at ERROR when offline), MLflow's and BentoML's usage stats.
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "true",
+}
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
@@ -121,14 +130,24 @@ def start_server(cmd: Sequence[str], url: str, health_path: str, log_path: Path,
     return server
 
 
-def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0) -> dict[str, str]:
-    """Environment of a local Prefect server whose state lives under ``root``."""
+def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0, port: int = 4200) -> dict[str, str]:
+    """Environment of a local Prefect server on 127.0.0.1:``port`` whose state lives under ``root``.
+
+    The UI asks ``/ui-settings`` where the API is; without ``PREFECT_UI_API_URL`` the server answers
+    ``http://127.0.0.1:4200/api`` whatever its port, so the browser shows "Unable to connect" (or
+    another server's data). Every URL setting names this server.
+    """
+    url = f"http://127.0.0.1:{port}"
     return {
+        **TELEMETRY_OFF,
         "PREFECT_HOME": str(root / "prefect-home"),
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(scheduler_loop_s),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": "",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_URL": f"{url}/api",
+        "PREFECT_UI_API_URL": f"{url}/api",
+        "PREFECT_UI_URL": url,
     }
 
 
@@ -151,7 +170,7 @@ def start_prefect_server(root: Path, port: int | None = None, ui: bool = True, d
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
            "--ui" if ui else "--no-ui", "--analytics-off"]
     return start_server(cmd, f"http://127.0.0.1:{port}", "/api/health", root / "prefect-server.log",
-                        env=prefect_server_env(root, scheduler_loop_s), deadline_s=deadline_s)
+                        env=prefect_server_env(root, scheduler_loop_s, port), deadline_s=deadline_s)
 
 
 def start_mlflow_server(root: Path, port: int | None = None, deadline_s: float = 120.0) -> ServerProcess:
@@ -170,4 +189,84 @@ def start_mlflow_server(root: Path, port: int | None = None, deadline_s: float =
     cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
            "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
-    return start_server(cmd, f"http://127.0.0.1:{port}", "/health", root / "mlflow-server.log", deadline_s=deadline_s)
+    return start_server(cmd, f"http://127.0.0.1:{port}", "/health", root / "mlflow-server.log", env=TELEMETRY_OFF,
+                        deadline_s=deadline_s)
+
+
+#: File under the state folder listing the processes ``examples.demo --keep`` left running.
+KEPT_FILE = "kept-processes.json"
+
+
+def record_kept(state: Path, processes: dict[str, tuple[int, str]]) -> Path:
+    """Record processes left running (name -> (PID, URL or log)) so that :func:`stop_kept` can stop them.
+
+    Each PID is stored with its process's start time, so a PID reused later by another program is
+    never signalled.
+
+    Args:
+        state: The state folder.
+        processes: What was left running.
+
+    Returns:
+        The file written.
+    """
+    import json
+
+    import psutil
+
+    records = []
+    for name, (pid, where) in processes.items():
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.Error:
+            continue
+        records.append({"name": name, "pid": pid, "create_time": started, "where": where})
+    path = state / KEPT_FILE
+    path.write_text(json.dumps(records, indent=2))
+    return path
+
+
+def stop_kept(state: Path, timeout: float = 20.0) -> list[str]:
+    """Stop the processes :func:`record_kept` recorded (each with its process group), then forget them.
+
+    Args:
+        state: The state folder.
+        timeout: Seconds to wait for each to exit after SIGTERM before SIGKILL.
+
+    Returns:
+        One line per recorded process: what was stopped, or why not.
+    """
+    import json
+
+    import psutil
+
+    path = state / KEPT_FILE
+    if not path.is_file():
+        return []
+    lines = []
+    for record in json.loads(path.read_text()):
+        name, pid = record["name"], int(record["pid"])
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - float(record["create_time"])) > 1.0:
+                lines.append(f"{name} (PID {pid}): already gone (PID now used by another process)")
+                continue
+        except psutil.NoSuchProcess:
+            lines.append(f"{name} (PID {pid}): already gone")
+            continue
+        group = [proc, *proc.children(recursive=True)]
+        try:
+            if os.getpgid(pid) == pid:  # it leads its own group (start_new_session): stop the whole group
+                os.killpg(pid, signal.SIGTERM)
+            else:
+                for member in group:
+                    member.terminate()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+        _, alive = psutil.wait_procs(group, timeout=timeout)
+        for leftover in alive:
+            leftover.kill()
+        psutil.wait_procs(alive, timeout=timeout)
+        lines.append(f"{name} (PID {pid}): stopped")
+    path.unlink()
+    return lines

@@ -12,6 +12,10 @@
 5. Monitor again: clean. Print the timeline and the URLs; stop everything (unless ``--keep``).
 
     .venv/bin/python -m examples.demo [--keep]
+    .venv/bin/python -m examples.demo --stop     # stop what a --keep run left running
+
+The console shows the timeline only (Prefect's console handler at WARNING), while every flow
+run, in this process or in the runner, still sends its INFO logs to the Prefect server.
 """
 
 from __future__ import annotations
@@ -110,10 +114,17 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the servers running at the end")
     parser.add_argument("--rows", type=int, default=3000, help="requests per simulated day")
+    parser.add_argument("--stop", action="store_true", help="stop the servers a --keep run left running, and exit")
     args = parser.parse_args()
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Quiet console, full run logs: only the console handler is raised to WARNING; the flow and task
+    # run loggers keep INFO and send it to the Prefect server (the runner inherits this too).
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    from deployments.processes import TELEMETRY_OFF
+
+    for name, value in TELEMETRY_OFF.items():  # this process and every one it starts: no telemetry
+        os.environ.setdefault(name, value)
     import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -121,6 +132,8 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
     from deployments.processes import start_mlflow_server, start_prefect_server
 
     home = state_dir()
+    if args.stop:
+        return stop(home)
     say(f"state folder {home} (rm -rf it to start over)")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         prefect_future = pool.submit(start_prefect_server, home / "prefect", None, True)
@@ -137,7 +150,7 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
             runner = story(args, home, api, mlflow_server.url)
     finally:
         if args.keep:
-            say("--keep: servers left running; stop them with `kill` on the PIDs in .mlops or `make demo-stop`")
+            keep(home, prefect_server, mlflow_server, runner)
         else:
             from tasks.bentoml_serving import stop_serving
 
@@ -148,6 +161,43 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
             mlflow_server.stop()
             prefect_server.stop()
             say("stopped the runner, the model server, MLflow and Prefect")
+    return 0
+
+
+def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess.Popen | None) -> None:
+    """Record and list every process left running, with how to stop it."""
+    from deployments.processes import record_kept
+    from tasks.bentoml_serving import serving_status
+
+    kept = {"Prefect server": (prefect_server.process.pid, prefect_server.url),
+            "MLflow server": (mlflow_server.process.pid, mlflow_server.url)}
+    if runner is not None and runner.poll() is None:
+        kept["deployment runner"] = (runner.pid, str(home / "runner.log"))
+    path = record_kept(home, kept)
+    status = serving_status(probe=False)
+    say(f"--keep: left running (recorded in {path}):")
+    for name, (pid, where) in kept.items():
+        print(f"             {name:<18} PID {pid:<8} {where}")
+    for part in ("front", "backend"):
+        info = status.get(part) or {}
+        if info.get("pid") and info.get("alive"):
+            print(f"             model {part:<12} PID {info['pid']:<8} {status.get('url')}")
+    print(f"  stop them: {sys.executable} -m examples.demo --stop   (or kill -TERM -<PID> for one of them)")
+
+
+def stop(home: Path) -> int:
+    """Stop what a ``--keep`` run left running: the model endpoint, the runner, MLflow and Prefect."""
+    from deployments.processes import stop_kept
+    from tasks.bentoml_serving import stop_serving
+
+    stopped = stop_serving(None).get("stopped") or []
+    for what in stopped:
+        print(f"model endpoint: stopped {what}")
+    lines = stop_kept(home)
+    for line in lines:
+        print(line)
+    if not stopped and not lines:
+        print(f"nothing recorded as left running under {home}")
     return 0
 
 
@@ -176,7 +226,8 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     say(f"serving v{deployed.model_version} at {url} (bento {deployed.bento})")
 
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "PREFECT_MLOPS_PROJECT": str(ROOT)}
+           "PREFECT_MLOPS_PROJECT": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO",
+           "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}  # runs keep INFO logs; runner.log shows them
     log = open(home / "runner.log", "ab")  # noqa: SIM115 - closed with the process
     runner = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve", "--only", "on-drift,on-promotion",
                                "--cooldown-seconds", "600", "--param", "mlflow_block=demo-mlflow"],
