@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -81,7 +82,12 @@ def _sniff(path: Path) -> str | None:
     if b"\x00" in head:
         return None
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return "jsonl" if text.startswith(b"{") else "csv"
+    if text.startswith(b"{"):
+        first = text.split(b"\n", 1)[0]
+        with contextlib.suppress(ValueError):
+            if isinstance(json.loads(first), dict) or len(first) == len(head):  # an object, or a very long line
+                return "jsonl"
+    return "csv"
 
 
 def detect_format(path: str | Path) -> str:
@@ -111,9 +117,9 @@ def detect_format(path: str | Path) -> str:
     if sniffed is None:
         raise DataVersioningError(f"Dataset file {path} is binary but not Parquet (no PAR1 magic bytes): save it "
                                   "as CSV, Parquet or JSON Lines (.csv, .parquet, .jsonl).")
-    if claimed == "parquet" or sniffed == "parquet" or claimed is None:
-        return sniffed
-    return "csv" if claimed == "jsonl" and sniffed == "csv" else claimed
+    if claimed is not None and claimed != sniffed:
+        run_logger().warning("%s is named %s but holds %s: reading it as %s", path, path.suffix, sniffed, sniffed)
+    return sniffed  # a CSV header never is a JSON object, and only Parquet starts with PAR1
 
 
 def _line(path: Path, number: int) -> str:
