@@ -65,6 +65,8 @@ def storage_error(exc: OSError, path: str | Path, action: str) -> DataVersioning
         fix = "the disk is full: free space there (or move PREFECT_MLOPS_HOME to a larger disk)"
     elif code in {errno.EACCES, errno.EPERM}:
         fix = "permission denied: give this user write access to it, or move PREFECT_MLOPS_HOME"
+    elif code == errno.ENOTDIR:
+        fix = "a part of that path is a file, not a folder: move the file or point PREFECT_MLOPS_HOME elsewhere"
     elif code == errno.ENOENT:
         fix = "the folder is missing: create it (or fix PREFECT_MLOPS_HOME) and rerun"
     else:
