@@ -72,12 +72,10 @@ def parse_datetime(series: pd.Series) -> pd.Series:
     return parsed
 
 
-def _datetime_share(series: pd.Series) -> float:
-    values = series.dropna()
-    if values.empty:
-        return 0.0
-    sample = values.drop_duplicates().head(2000)
-    return float(parse_datetime(sample).notna().mean())
+def _datetime_share(distinct: pd.Series) -> float:
+    """Return the share of (up to 2,000 of) a column's distinct non-null values that parse as dates."""
+    sample = distinct.dropna().head(2000)
+    return float(parse_datetime(sample).notna().mean()) if len(sample) else 0.0
 
 
 def infer_column(series: pd.Series, name: str) -> tuple[str, str]:
@@ -94,7 +92,8 @@ def infer_column(series: pd.Series, name: str) -> tuple[str, str]:
 
     types = pd.api.types
     values = series.dropna()
-    distinct = int(values.nunique())
+    uniques = pd.Series(values.unique())  # one hash pass; every check below works on it or on a sample
+    distinct = len(uniques)
     unique_share = distinct / len(values) if len(values) else 0.0
     named_id = bool(_ID_NAME.search(str(name)))
     if types.is_bool_dtype(series):
@@ -107,9 +106,9 @@ def infer_column(series: pd.Series, name: str) -> tuple[str, str]:
                 or (unique_share == 1.0 and int(values.max()) - int(values.min()) + 1 == len(values))):
             return "identifier", "identifier"  # ids or row numbers: no signal, and every new one is "unseen"
         return ("integer" if types.is_integer_dtype(series) else "numeric"), "numeric"
-    if len(values) and _datetime_share(values) >= MIN_DATETIME_SHARE:
+    if len(values) and _datetime_share(uniques) >= MIN_DATETIME_SHARE:
         return "datetime", "datetime"
-    text = values.astype(str)
+    text = values.head(5000).astype(str)
     if len(values) >= 20 and unique_share >= 0.5 and (
             text.str.len().mean() >= MIN_TEXT_LENGTH and text.str.split().str.len().mean() >= MIN_TEXT_WORDS):
         return "text", "text"

@@ -44,6 +44,8 @@ SUFFIXES: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".pq": "parque
 #: Format -> the suffix a file of that format gets.
 CANONICAL_SUFFIX: dict[str, str] = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
 _PARQUET_MAGIC = b"PAR1"
+#: errno values of a file-system fault (read-only, full, no permission) rather than a bug.
+FS_FAULTS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 def storage_error(exc: OSError, path: str | Path, action: str) -> DataVersioningError:
@@ -73,6 +75,28 @@ def storage_error(exc: OSError, path: str | Path, action: str) -> DataVersioning
         fix = f"{exc.strerror or exc}: check the folder and rerun"
     return DataVersioningError(f"Cannot {action}: writing {path} failed, {fix}. Nothing was versioned; the data "
                                "repository still points at the last good data.")
+
+
+def fs_advice(text: str) -> str:
+    """Return the fix for a file-system fault named in a tool's message, or ''."""
+    if "Read-only file system" in text:
+        return (". The data repo's folder is read-only: remount it read-write (or point the DvcRepository block / "
+                "PREFECT_MLOPS_HOME at a writable folder) and rerun; nothing was committed")
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return ". The disk is full: free space there and rerun; nothing was committed"
+    return ""
+
+
+def os_fault(exc: BaseException) -> OSError | None:
+    """Return the first OSError of a file-system fault in an exception's chain (DVC wraps them)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in FS_FAULTS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _sniff(path: Path) -> str | None:

@@ -7,7 +7,6 @@ The data repository is a git repo with DVC; a dataset is one file tracked by a
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.dvc_repository import DvcRepository
-from tasks.datasets import SUFFIXES, detect_format, read_dataset, storage_error, write_dataset
+from tasks.datasets import SUFFIXES, detect_format, fs_advice, os_fault, read_dataset, storage_error, write_dataset
 from tasks.exceptions import DataVersioningError, DvcRemoteError
 from tasks.locks import file_lock
 from tasks.logs import run_logger
@@ -31,9 +30,6 @@ _GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "prefect-mlops",
     "GIT_COMMITTER_EMAIL": "prefect-mlops@localhost",
 }
-
-
-_FS_FAULTS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
 
 
 class DatasetVersion(BaseModel):
@@ -62,30 +58,8 @@ def _git(repo_path: str | Path, *args: str) -> str:
     result = subprocess.run(["git", *args], cwd=repo_path, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         output = result.stderr.strip() or result.stdout.strip()
-        raise DataVersioningError(f"git {' '.join(args)} failed in data repo {repo_path}: {output}{_advice(output)}")
+        raise DataVersioningError(f"git {' '.join(args)} failed in data repo {repo_path}: {output}{fs_advice(output)}")
     return result.stdout.strip()
-
-
-def _advice(text: str) -> str:
-    """Return the fix for a file-system fault named in a tool's message, or ''."""
-    if "Read-only file system" in text:
-        return (". The data repo's folder is read-only: remount it read-write (or point the DvcRepository block / "
-                "PREFECT_MLOPS_HOME at a writable folder) and rerun; nothing was committed")
-    if "No space left on device" in text or "Disk quota exceeded" in text:
-        return ". The disk is full: free space there and rerun; nothing was committed"
-    return ""
-
-
-def _os_cause(exc: BaseException) -> OSError | None:
-    """Return the first OSError of a file-system fault in an exception's chain (DVC wraps them)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _FS_FAULTS:
-            return current
-        current = current.__cause__ or current.__context__
-    return None
 
 
 @contextlib.contextmanager
@@ -176,7 +150,7 @@ def init_data_repo(data_repo: DvcRepository) -> str:
         except DataVersioningError:
             raise
         except Exception as exc:  # DVC wraps file-system faults in its own errors
-            fault = _os_cause(exc)
+            fault = os_fault(exc)
             if fault is None:
                 raise DataVersioningError(f"Cannot initialise the data repo {path}: {exc}") from exc
             raise storage_error(fault, fault.filename or path, f"initialise the data repo {path}") from exc
@@ -311,7 +285,7 @@ def _add_push_commit(data_repo: DvcRepository, target: Path, dataset_path: str, 
     try:
         repo = data_repo.get_repo()
     except Exception as exc:
-        raise DataVersioningError(f"Cannot open the DVC repo {repo_path}: {exc}{_advice(str(exc))}") from exc
+        raise DataVersioningError(f"Cannot open the DVC repo {repo_path}: {exc}{fs_advice(str(exc))}") from exc
     try:
         stages = repo.add(str(target))
         md5 = stages[0].outs[0].hash_info.value
@@ -320,17 +294,18 @@ def _add_push_commit(data_repo: DvcRepository, target: Path, dataset_path: str, 
         except Exception as exc:  # DVC raises many remote-specific types
             raise DvcRemoteError(
                 f"dvc push of {dataset_path} (md5 {md5}) to remote {data_repo.remote_name!r} "
-                f"({data_repo.remote_url}) failed: {exc}{_advice(str(exc))}. The data is safe in the local DVC cache "
+                f"({data_repo.remote_url}) failed: {exc}{fs_advice(str(exc))}. The data is safe in the local DVC cache "
                 "and nothing was committed or left staged: make the remote reachable and writable (or fix "
                 "remote_url) and run again."
             ) from exc
     except DvcRemoteError:
         raise
     except Exception as exc:
-        fault = _os_cause(exc)
+        fault = os_fault(exc)
         if fault is not None:
             raise storage_error(fault, fault.filename or repo_path, f"dvc add {dataset_path} in {repo_path}") from exc
-        raise DataVersioningError(f"dvc add of {dataset_path} in {repo_path} failed: {exc}{_advice(str(exc))}") from exc
+        advice = fs_advice(str(exc))
+        raise DataVersioningError(f"dvc add of {dataset_path} in {repo_path} failed: {exc}{advice}") from exc
     finally:
         repo.close()
     _git(repo_path, "add", "--", *paths)
@@ -415,7 +390,7 @@ def pull_dataset(data_repo: DvcRepository, dataset_path: str, rev: str, cache_di
     except Exception as exc:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
-        if (fault := _os_cause(exc)) is not None:
+        if (fault := os_fault(exc)) is not None:
             raise storage_error(fault, fault.filename or local, f"pull {dataset_path}@{rev[:10]}") from exc
         raise DvcRemoteError(
             f"Cannot fetch {dataset_path} (md5 {md5}) at rev {rev} from the cache or remote "
