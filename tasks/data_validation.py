@@ -235,8 +235,9 @@ def resolve_data_contract(dataset_file: str, contract_path: str, target: str, cl
 
     The first dataset of a model defines its contract: column roles, the time column, the
     target's task type, ranges widened by their span so that ordinary drift is not a violation.
-    It is stored only if that dataset passes it (a first dataset with too few rows, one class
-    or many duplicates defines nothing). Edit the JSON file, or pass a saved ``DataContract``
+    It is stored only if that dataset passes it: a first dataset with no target, too few rows,
+    one class or many duplicates defines nothing (a minimal contract is returned, which
+    validation then reports on). Edit the JSON file, or pass a saved ``DataContract``
     block to the flow, to change it.
 
     Args:
@@ -252,7 +253,7 @@ def resolve_data_contract(dataset_file: str, contract_path: str, target: str, cl
         The contract.
 
     Raises:
-        DataValidationError: If no contract exists yet and this first dataset cannot define one.
+        DataValidationError: If the file cannot be read.
         DataVersioningError: If the contract cannot be written (read-only or full state folder).
 
     Examples:
@@ -270,9 +271,9 @@ def resolve_data_contract(dataset_file: str, contract_path: str, target: str, cl
     except DataVersioningError as exc:
         raise DataValidationError(f"Cannot infer a data contract from {label}: {exc}", [str(exc)]) from exc
     if target not in frame.columns or frame.empty or frame[target].nunique() < 2:
-        report = check_frame(frame, DataContract(columns={}, target=target, min_rows=min_rows,
-                                                 allow_extra_columns=True), dataset=label)
-        report.raise_for_violations()
+        # This data cannot define a contract: return a minimal one (not stored) that validation
+        # then fails on (missing target, no rows, one class), so the data is rejected like any other.
+        return DataContract(columns={}, target=target, min_rows=min_rows, allow_extra_columns=True)
     contract = DataContract.infer(frame, target=target, min_rows=min_rows, task_type=task_type,
                                   classification=classification)
     if check_frame(frame, contract, dataset=label).passed:

@@ -117,3 +117,25 @@ def test_retrain_without_new_file_validates_the_versioned_data(tmp_path: Path) -
         _prepare(repo, None, "data/train.parquet", str(home), "species")
     assert not (home / "rejected").exists()  # versioned data is not "rejected": it stays HEAD
     assert _head(repo) == first["rev"]
+
+
+def test_first_dataset_without_target_is_rejected_and_defines_no_contract(tmp_path: Path) -> None:
+    from sklearn.datasets import load_wine
+
+    repo = DvcRepository.embedded(tmp_path / "dvc")
+    home = tmp_path / "state"
+    frame = load_wine(as_frame=True).frame
+    headless = tmp_path / "wine_no_target.csv"
+    frame.drop(columns=["target"]).to_csv(headless, index=False)
+    with pytest.raises(DataValidationError, match=r"(?s)wine_no_target.csv.*missing_target.*rejected"):
+        _prepare(repo, str(headless), "data/train.parquet", str(home), "target")
+    assert not (home / "contract.json").exists()  # bad first data defines nothing
+    assert read_dvc_md5(repo.repo_path, "data/train.parquet") is None
+    assert len(list((home / "rejected").iterdir())) == 1
+
+    good = tmp_path / "wine.jsonl"
+    write_dataset(frame, good)
+    out = _prepare(repo, str(good), "data/wine.jsonl", str(home), "target")
+    stored = Path(repo.repo_path) / "data" / "wine.jsonl"
+    assert file_md5(stored) == file_md5(good) == out["md5"]  # already the stored format: byte for byte
+    assert out["task_type"] == "multiclass" and (home / "contract.json").is_file()
