@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, model_validator
 
-from blocks.task_metrics import class_labels, infer_task_type
+from blocks.task_metrics import class_labels, infer_task_type, plain_label
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -70,6 +70,19 @@ def parse_datetime(series: pd.Series) -> pd.Series:
         if retry.any():
             parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
     return parsed
+
+
+def label_text(series: pd.Series) -> pd.Series:
+    """Return each value as the text a category list holds: 1.0 -> "1", True -> "True", NaN stays NaN.
+
+    Args:
+        series: A categorical column or a classification target.
+
+    Returns:
+        An object series of texts (missing values stay missing).
+    """
+    uniques = series.dropna().unique()
+    return series.map({value: str(plain_label(value)) for value in uniques})
 
 
 def _datetime_share(distinct: pd.Series) -> float:
@@ -193,6 +206,8 @@ class DataContract(Block):
 
     @model_validator(mode="after")
     def _fill_roles(self) -> DataContract:
+        if self.task_type is None:  # a contract from before roles: its date columns were closed lists
+            self._upgrade_date_lists()
         spec = self.columns.get(self.target)
         if spec is not None:
             spec.role = "target"
@@ -202,6 +217,17 @@ class DataContract(Block):
                 elif spec.kind in {"numeric", "integer"} and not self.min_target_classes:
                     self.task_type = "regression"
         return self
+
+    def _upgrade_date_lists(self) -> None:
+        """Turn a categorical list of dates (what old contracts inferred for date strings) into a datetime column."""
+        import pandas as pd
+
+        for name, spec in self.columns.items():
+            if (name != self.target and spec.kind == "categorical" and spec.categories
+                    and _datetime_share(pd.Series(spec.categories)) >= MIN_DATETIME_SHARE):
+                spec.kind, spec.role, spec.categories = "datetime", "datetime", None
+        if self.time_column is None:
+            self.time_column = find_time_column({n: str(s.role) for n, s in self.columns.items() if n != self.target})
 
     @property
     def is_classification(self) -> bool:
@@ -278,7 +304,7 @@ class DataContract(Block):
                 span = (high - low) or abs(high) or 1.0
                 spec.min, spec.max = low - range_margin * span, high + range_margin * span
             elif kind == "categorical":
-                cats = sorted({str(v) for v in series.dropna().unique()})
+                cats = sorted(set(label_text(series.dropna())))
                 spec.categories = cats if len(cats) <= MAX_CATEGORIES else None
             specs[name] = spec
         roles = {name: str(spec.role) for name, spec in specs.items()}

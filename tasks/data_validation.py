@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 from pydantic import BaseModel
 
-from blocks.data_contract import MIN_DATETIME_SHARE, ColumnSpec, DataContract, parse_datetime
+from blocks.data_contract import MIN_DATETIME_SHARE, ColumnSpec, DataContract, label_text, parse_datetime
 from tasks.datasets import read_dataset, storage_error
 from tasks.exceptions import DataValidationError, DataVersioningError
 from tasks.logs import run_logger
@@ -127,7 +127,7 @@ def _check_column(name: str, spec: ColumnSpec, series: pd.Series, add: Callable[
                     add("range", name, f"column {name!r} has {int(mask.sum())} value(s) {word} {bound:g}"
                         + _where(rows, vals), rows, vals)
     elif spec.kind == "categorical" and spec.categories is not None:
-        text = series.astype(str)
+        text = label_text(series)  # 1.0 and 1 are both "1", as in the category list
         unseen_mask = series.notna() & ~text.isin(set(spec.categories))
         if unseen_mask.any():
             unseen = sorted(set(text[unseen_mask]))

@@ -134,7 +134,7 @@ def test_contract_written_before_roles_still_loads(tmp_path: Path) -> None:
     path.write_text(json.dumps(old))
     contract = DataContract.from_file(path)
     assert contract.column_roles() == {"x": "numeric", "when": "datetime", "y": "target"}
-    assert contract.task_type == "binary" and contract.time_column is None
+    assert contract.task_type == "binary" and contract.time_column == "when"  # the single datetime column
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "when": ["2024-01-01", "2024-01-02", "2024-01-03"], "y": [0, 1, 0]})
     assert check_frame(frame, contract).passed
     again = DataContract.from_file(contract.to_file(tmp_path / "new.json"))
@@ -154,3 +154,28 @@ def test_violations_carry_sample_rows_and_values() -> None:
     assert by_check["categories"].rows == [5] and by_check["categories"].values == ["Atlantis"]
     assert "Atlantis" in by_check["categories"].message
     assert by_check["range"].rows == [9] and "row 9" in by_check["range"].message
+
+
+def test_old_contract_with_a_closed_list_of_dates_is_upgraded(tmp_path: Path) -> None:
+    """Contracts inferred before roles froze date strings as categories: loading one now makes it a datetime."""
+    frame = _macro_csv(tmp_path)
+    early, later = frame.iloc[:150], frame.iloc[150:]
+    legacy = DataContract.infer(early, target="realgdp", min_rows=10, range_margin=2.0).model_dump(
+        mode="json", include={"columns", "target", "min_rows", "allow_extra_columns", "max_duplicate_share",
+                              "min_target_classes"})
+    legacy["columns"]["date"] = {"kind": "categorical", "nullable": False, "categories": sorted(early["date"])}
+    for spec in legacy["columns"].values():
+        spec.pop("role", None)
+    path = tmp_path / "legacy.json"
+    path.write_text(json.dumps(legacy))
+    contract = DataContract.from_file(path)
+    assert contract.columns["date"].kind == "datetime" and contract.columns["date"].categories is None
+    assert contract.time_column == "date"
+    assert check_frame(later, contract).passed
+
+
+def test_float_class_labels_match_their_category_list() -> None:
+    frame = pd.DataFrame({"x": np.arange(40, dtype=float), "y": [0.0, 1.0] * 20})
+    contract = DataContract.infer(frame, target="y", min_rows=10)
+    assert contract.columns["y"].categories == ["0", "1"] and check_frame(frame, contract).passed
+    assert "categories" in {v.check for v in check_frame(frame.assign(y=[0.0, 2.0] * 20), contract).violations}
