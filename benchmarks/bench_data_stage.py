@@ -44,11 +44,12 @@ def main() -> None:
         write_dataset(frame, csv)
         strings = read_dataset(csv)  # event_time as ISO strings
         contract = DataContract.infer(strings, target="churned")
+        typed = DataContract.infer(frame, target="churned")
         steps = {
             "read CSV": lambda: read_dataset(csv),
             "infer contract (roles, date strings)": lambda: DataContract.infer(strings, target="churned"),
             "validate (date strings parsed)": lambda: check_frame(strings, contract),
-            "validate (datetime dtype)": lambda: check_frame(frame, DataContract.infer(frame, target="churned")),
+            "validate (datetime dtype)": lambda: check_frame(frame, typed),
             "stage CSV -> Parquet": lambda: stage_dataset.fn(str(csv), "data/train.parquet", f"{tmp}/staging"),
         }
         for name, step in steps.items():

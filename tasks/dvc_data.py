@@ -1,7 +1,14 @@
 """DVC tasks: version a dataset, pull it at a rev, tell whether it changed.
 
 The data repository is a git repo with DVC; a dataset is one file tracked by a
-``.dvc`` file. A version is the git commit (``rev``) plus the content hash (``md5``).
+``.dvc`` file. A version is the git commit (``rev``) plus the content hash (``md5``) of the
+stored bytes (stored in the format the dataset path's suffix names).
+
+Consistency: the push happens before the commit, a commit names only the versioned
+dataset's ``.dvc`` / ``.gitignore``, and any failure puts those back as HEAD has them; a run
+killed half-way leaves changes that the next run discards before it starts. So every commit
+names only data its remote has, and ``dvc status -c`` stays clean. File-system faults
+(read-only, full) are :class:`DataVersioningError` naming the path and the fix.
 """
 
 from __future__ import annotations
