@@ -37,7 +37,8 @@ MAX_CATEGORIES = 100
 MIN_IDENTIFIER_SHARE = 0.9
 #: Mean length (characters) and mean word count from which a string column is free text.
 MIN_TEXT_LENGTH, MIN_TEXT_WORDS = 30, 4
-_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|^id[_\W]|[a-z]Id$", re.IGNORECASE)
+_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|^id[_\W]", re.IGNORECASE)
+_CAMEL_ID = re.compile(r"[a-z](Id|ID|Key|Uuid)$")  # customerId; case-sensitive, so "paid" is no id
 _TIME_NAME = re.compile(r"time|date|timestamp|(^|_)ts$|(^|_)dt$", re.IGNORECASE)
 _NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*$")
 
@@ -108,7 +109,7 @@ def infer_column(series: pd.Series, name: str) -> tuple[str, str]:
     uniques = pd.Series(values.unique())  # one hash pass; every check below works on it or on a sample
     distinct = len(uniques)
     unique_share = distinct / len(values) if len(values) else 0.0
-    named_id = bool(_ID_NAME.search(str(name)))
+    named_id = bool(_ID_NAME.search(str(name)) or _CAMEL_ID.search(str(name)))
     if types.is_bool_dtype(series):
         return "boolean", "boolean"
     if types.is_datetime64_any_dtype(series):

@@ -126,11 +126,13 @@ def continuous_training(
     MLflow on SQLite and a DVC repo + local remote under the state folder.
 
     Args:
-        data_file: New data (CSV / Parquet) to version and train on; None retrains on the
-            dataset currently versioned (a sample batch if there is none yet).
+        data_file: New data (CSV / Parquet / JSON Lines) to validate, version and train on; it is
+            versioned only if it passes the contract (else kept under ``<state>/rejected/<md5>/``).
+            None retrains on (and validates) the dataset currently versioned (a sample batch if
+            there is none yet).
         model_name: Registered model name.
         target: Target column.
-        dataset_path: Path of the dataset inside the data repository.
+        dataset_path: Path of the dataset inside the data repository; its suffix is the stored format.
         training: Estimator, parameters, search space and split (defaults: logistic regression grid).
         mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded SQLite).
         dvc_block: Name of a saved ``DvcRepository`` block (None: embedded repo + local remote).
