@@ -187,9 +187,9 @@ def _restore(repo_path: Path, paths: list[str]) -> None:
 
 def _discard_unfinished(repo_path: Path) -> list[str]:
     """Undo ``.dvc`` / ``.gitignore`` changes left by a failed or killed run (never committed, maybe not pushed)."""
-    status = _git(repo_path, "status", "--porcelain", "--untracked-files=all")
-    left = [line[3:].strip().strip('"') for line in status.splitlines()]
-    left = [p for p in left if (p.endswith(".dvc") or p.endswith(".gitignore")) and not p.startswith(".dvc/")]
+    changed = _git(repo_path, "diff", "--name-only", "HEAD").splitlines()  # staged or not, against HEAD
+    changed += _git(repo_path, "ls-files", "--others", "--exclude-standard").splitlines()
+    left = sorted({p for p in changed if p.endswith((".dvc", ".gitignore")) and not p.startswith(".dvc/")})
     if left:
         _restore(repo_path, left)
         run_logger().warning("Discarded uncommitted changes of a failed earlier run in %s: %s", repo_path, left)
