@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
@@ -23,10 +22,10 @@ from flows.common import (
     load_policy,
     model_cache_dir,
 )
+from flows.training_data import prepare_training_data
 from tasks import lineage as L
-from tasks.data_validation import resolve_data_contract, validate_dataset
-from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5, version_dataset
-from tasks.events import DATA_VALIDATION_FAILED, DATA_VERSIONED, MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
+from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5
+from tasks.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
 from tasks.exceptions import RegistryError, TrainingConfigError
 from tasks.mlflow_registry import (
     CHALLENGER,
@@ -127,11 +126,13 @@ def continuous_training(
     MLflow on SQLite and a DVC repo + local remote under the state folder.
 
     Args:
-        data_file: New data (CSV / Parquet) to version and train on; None retrains on the
-            dataset currently versioned (a sample batch if there is none yet).
+        data_file: New data (CSV / Parquet / JSON Lines) to validate, version and train on; it is
+            versioned only if it passes the contract (else kept under ``<state>/rejected/<md5>/``).
+            None retrains on (and validates) the dataset currently versioned (a sample batch if
+            there is none yet).
         model_name: Registered model name.
         target: Target column.
-        dataset_path: Path of the dataset inside the data repository.
+        dataset_path: Path of the dataset inside the data repository; its suffix is the stored format.
         training: Estimator, parameters, search space and split (defaults: logistic regression grid).
         mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded SQLite).
         dvc_block: Name of a saved ``DvcRepository`` block (None: embedded repo + local remote).
@@ -183,22 +184,9 @@ def continuous_training(
         feedback = build_feedback_dataset(current, inference_log_dir(log_dir, serving_block), model_name, since, target,
                                           str(home / "incoming" / f"{model_name}-feedback.parquet"))
         data_file = feedback.path
-    version = version_dataset(data_repo, data_file or str(Path(data_repo.repo_path) / dataset_path), dataset_path)
-    emit_model_event(DATA_VERSIONED, model_name, {"dataset_path": dataset_path, "rev": version.rev,
-                                                  "md5": version.md5, "new_commit": version.new_commit},
-                     labels={"mlops.origin": "continuous-training"})
-    local_file = pull_dataset(data_repo, dataset_path, version.rev, str(home / "cache" / "data"))
-
-    contract = contract or resolve_data_contract(local_file, str(contract_file(model_name)), target,
-                                                 classification=spec.task_type == "classification")
-    report = validate_dataset(local_file, contract)
-    if not report.passed:
-        emit_model_event(DATA_VALIDATION_FAILED, model_name, {"dataset_path": dataset_path, "rev": version.rev,
-                                                              "violations": [v.message for v in report.violations]})
-        publish_report(f"{model_name}-validation",
-                       "# Data validation failed\n\nNothing was trained or promoted.\n\n"
-                       + "\n".join(f"- **{v.check}** {v.message}" for v in report.violations))
-        report.raise_for_violations()
+    data = prepare_training_data(data_repo, data_file, dataset_path, model_name, target, contract,
+                                 str(contract_file(model_name)), home, task_type=spec.task_type)
+    version, local_file, contract = data.version, data.local_file, data.contract
 
     lineage = {**capture, L.TAG_DATA_REV: version.rev, L.TAG_DATA_MD5: version.md5, L.TAG_DATA_PATH: dataset_path,
                L.TAG_DATA_REPO: data_repo.repo_url or data_repo.repo_path, L.TAG_DATA_REMOTE: data_repo.remote_url,

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Literal
 
 from prefect import task
 
-from tasks.exceptions import DataVersioningError
 from tasks.logs import run_logger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,36 +113,23 @@ def make_customer_frame(
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a user's CSV or Parquet file.
+    """Read a CSV, Parquet or JSON Lines file (an alias of :func:`tasks.datasets.read_dataset`).
 
     Args:
-        path: ``.csv``, ``.parquet`` or ``.pq`` file.
+        path: The file; the content decides its format when the suffix lies.
 
     Returns:
         The frame.
 
     Raises:
-        DataVersioningError: If the file is missing, empty or not CSV / Parquet.
+        DataVersioningError: If the file is missing, empty or unreadable (naming the file).
 
     Examples:
         >>> read_frame("data/customers.csv")  # doctest: +SKIP
     """
-    import pandas as pd
+    from tasks.datasets import read_dataset
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataVersioningError(f"Dataset file {path} does not exist: pass the path of a CSV or Parquet file.")
-    if path.stat().st_size == 0:
-        raise DataVersioningError(f"Dataset file {path} is empty (0 bytes): export the data again and retry.")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
-        if suffix == ".csv":
-            return pd.read_csv(path)
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataVersioningError(f"Cannot read dataset {path}: {exc}. Check that it is valid {suffix[1:]}.") from exc
-    raise DataVersioningError(f"Dataset {path} has suffix {suffix!r}: use .csv or .parquet.")
+    return read_dataset(path)
 
 
 @task(name="generate-sample-batch")
