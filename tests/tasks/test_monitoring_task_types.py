@@ -151,6 +151,12 @@ def test_iris_multiclass_string_labels_ok_then_decayed(tmp_path: Path) -> None:
                                      task_type="multiclass", classes=classes)
     assert by_auc.verdict == "ok" and by_auc.primary_metric == "roc_auc_ovr"
 
+    without = pd.read_parquet(win.path).drop(columns=["probabilities"])
+    with pytest.raises(MonitoringError, match="'roc_auc_ovr' needs the per-class probabilities column"):
+        compute_performance(without, "label", "prediction", None, baseline,
+                            policy.model_copy(update={"primary_metric": "roc_auc_ovr"}), task_type="multiclass",
+                            classes=classes, probabilities_column="probabilities")
+
     # A model that swaps two species: the same traffic, now scored against the truth, has decayed.
     swapped = pd.read_parquet(win.path)
     swapped["prediction"] = swapped["prediction"].replace({"versicolor": "virginica", "virginica": "versicolor"})
@@ -376,3 +382,18 @@ def test_feedback_dataset_casts_labels_and_uses_any_time_column(tmp_path: Path) 
         build_feedback_dataset.fn(str(iris_file), str(ilog), "iris-fb", since, "code",
                                   str(tmp_path / "bad.parquet"))
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_boolean_and_categorical_targets_take_labels_of_another_type() -> None:
+    from tasks.monitoring_data import cast_labels
+
+    flags = cast_labels(pd.Series(["True", "no", 1, "FALSE"], dtype=object), pd.Series([True, False]), "is_fraud")
+    assert flags.tolist() == [True, False, True, False] and flags.dtype == bool
+    with pytest.raises(MonitoringError, match=r"\['maybe'\] are not true/false"):
+        cast_labels(pd.Series(["maybe"]), pd.Series([True, False]), "is_fraud")
+    species = pd.Series(["Adelie", "Gentoo"], dtype="category")
+    assert cast_labels(pd.Series(["Gentoo"]), species, "species").tolist() == ["Gentoo"]
+    with pytest.raises(MonitoringError, match="are not categories of the target"):
+        cast_labels(pd.Series(["Chinstrap"]), species, "species")
+    with pytest.raises(MonitoringError, match="are not whole numbers"):
+        cast_labels(pd.Series([1.5]), pd.Series([0, 1]), "churned")
