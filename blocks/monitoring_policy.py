@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect.blocks.core import Block
 from pydantic import Field, model_validator
+
+from blocks.task_metrics import LOWER_IS_BETTER, METRICS, check_metrics, defaults_for
 
 #: Drift methods (Evidently 0.7 stattest names) that return a p-value: drift when score <= threshold.
 P_VALUE_METHODS = frozenset(
@@ -18,8 +18,8 @@ DISTANCE_METHODS = frozenset(
 )
 #: Every drift method a policy may name.
 DRIFT_METHODS = P_VALUE_METHODS | DISTANCE_METHODS
-#: Metrics ``evaluate_performance`` computes; all are better when larger.
-PERFORMANCE_METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall")
+#: Every metric monitoring can compute, over all task types (names from blocks/task_metrics.py).
+PERFORMANCE_METRICS = tuple(sorted({name for table in METRICS.values() for name in table}))
 
 
 class MonitoringPolicy(Block):
@@ -41,8 +41,15 @@ class MonitoringPolicy(Block):
     of the values lie outside the reference's [min, max], or when more than
     ``new_category_tolerance`` of the values are categories the reference never had.
 
-    Performance: the model has decayed when ``primary_metric`` on labelled current data is
-    more than ``performance_decay`` (absolute) below the champion's validation value.
+    Performance: ``primary_metric`` (None: the task type's default, ``roc_auc`` for binary,
+    ``f1_macro`` for multiclass, ``rmse`` for regression) is computed on the labelled rows of the
+    window and compared with the champion's test value of the same name. For a metric where
+    larger is better the model has decayed when the value dropped by more than
+    ``performance_decay`` (absolute: 0.05 = five points of ROC AUC). For an error metric
+    (``rmse``, ``mae``, ``log_loss``: smaller is better, in the target's own units) the rule is
+    relative: decayed when the value grew by more than ``performance_decay`` of the baseline
+    (0.05 = 5 % worse), because an absolute tolerance means nothing across targets of different
+    scales. No performance verdict is given with fewer than ``min_labeled_rows`` labelled rows.
 
     Attributes:
         drift_share: Share of drifted columns that makes the dataset drifted.
@@ -51,14 +58,16 @@ class MonitoringPolicy(Block):
         categorical_method: Default drift method for categorical columns.
         column_methods: Column name to the drift method used for it.
         column_thresholds: Column name to its threshold (in its method's units).
-        min_window_rows: Smallest window (rows) that gets a drift or performance verdict.
+        min_window_rows: Smallest window (rows, on either side) that gets a drift verdict.
+        min_labeled_rows: Smallest number of labelled rows that gets a performance verdict.
         max_sample_rows: Largest number of rows per side that the drift tests see.
         sample_seed: Seed of the sampling.
         missing_share_tolerance: Allowed growth of the missing-value share per column.
         out_of_range_tolerance: Allowed share of numbers outside the reference range.
         new_category_tolerance: Allowed share of categories unseen in the reference.
-        performance_decay: Allowed absolute drop of the primary metric.
-        primary_metric: Metric compared with the champion's validation value.
+        performance_decay: Allowed absolute drop of a larger-is-better metric, or relative growth of
+            an error metric (rmse, mae, log_loss).
+        primary_metric: Metric compared with the champion's test value (None: by task type).
 
     Examples:
         >>> from blocks.monitoring_policy import MonitoringPolicy
@@ -99,6 +108,10 @@ class MonitoringPolicy(Block):
         default=200, ge=1,
         description="Windows with fewer rows get the verdict 'not_enough_data' instead of a drift verdict.",
     )
+    min_labeled_rows: int = Field(
+        default=200, ge=1,
+        description="Windows with fewer labelled rows get no performance verdict ('not_enough_data').",
+    )
     max_sample_rows: int = Field(
         default=50_000, ge=1,
         description="Reference and current windows larger than this are sampled to this many rows.",
@@ -118,10 +131,13 @@ class MonitoringPolicy(Block):
     )
     performance_decay: float = Field(
         default=0.05, ge=0.0,
-        description="Allowed absolute drop of the primary metric below the champion's validation value.",
+        description="Allowed absolute drop of a larger-is-better metric below the champion's test value; for "
+                    "an error metric (rmse, mae, log_loss) the allowed relative growth (0.05 = 5% worse).",
     )
-    primary_metric: Literal["roc_auc", "accuracy", "f1", "precision", "recall"] = Field(
-        default="roc_auc", description="Metric compared with the champion's validation value."
+    primary_metric: str | None = Field(
+        default=None,
+        description="Metric compared with the champion's test value; None: by task type (binary roc_auc, "
+                    "multiclass f1_macro, regression rmse).",
     )
 
     @model_validator(mode="after")
@@ -134,6 +150,9 @@ class MonitoringPolicy(Block):
                 f"Unknown drift method(s) {unknown}: use one of {sorted(DRIFT_METHODS)} "
                 "(Evidently stattest names)."
             )
+        if self.primary_metric is not None and self.primary_metric not in PERFORMANCE_METRICS:
+            raise ValueError(f"primary_metric {self.primary_metric!r} is not a metric monitoring computes: use one "
+                             f"of {list(PERFORMANCE_METRICS)}, or None for the task type's default.")
         bad = {col: value for col, value in self.column_thresholds.items() if not value > 0}
         if bad:
             raise ValueError(f"column_thresholds must be > 0, got {bad}.")
@@ -143,6 +162,34 @@ class MonitoringPolicy(Block):
                 f"({self.min_window_rows}): a sampled window would never be large enough."
             )
         return self
+
+    def metric_for(self, task_type: str) -> str:
+        """Return the performance metric for a model of this task type (refusing one it cannot report).
+
+        Args:
+            task_type: ``binary``, ``multiclass`` or ``regression``.
+
+        Returns:
+            ``primary_metric``, or the task type's monitoring default when it is None.
+
+        Raises:
+            ValueError: If ``primary_metric`` names a metric this task type does not report.
+
+        Examples:
+            >>> MonitoringPolicy().metric_for("regression")
+            'rmse'
+            >>> MonitoringPolicy(primary_metric="accuracy").metric_for("multiclass")
+            'accuracy'
+        """
+        if self.primary_metric is None:
+            return defaults_for(task_type).monitoring_metric
+        check_metrics(task_type, [self.primary_metric], "MonitoringPolicy.primary_metric")
+        return self.primary_metric
+
+    @staticmethod
+    def lower_is_better(metric: str) -> bool:
+        """Whether a smaller value of ``metric`` is better (its decay is a relative increase)."""
+        return metric in LOWER_IS_BETTER
 
     def method_for(self, column: str, categorical: bool) -> str:
         """Return the drift method used for a column.

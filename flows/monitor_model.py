@@ -21,10 +21,12 @@ from flows.common import (
 from tasks import lineage as L
 from tasks.dvc_data import pull_dataset
 from tasks.events import DATA_QUALITY_FAILED, DRIFT_DETECTED, PERFORMANCE_DECAYED, emit_model_event
-from tasks.evidently_monitoring import DriftSummary, PerformanceSummary, evaluate_performance, run_drift_report
+from tasks.evidently_monitoring import DriftSummary, run_drift_report
+from tasks.exceptions import MonitoringError
 from tasks.mlflow_registry import CHAMPION, download_model_version, get_alias_version
 from tasks.mlflow_tracking import log_report_files
 from tasks.monitoring_data import export_inference_window, score_reference, window_bounds
+from tasks.monitoring_performance import PerformanceSummary, evaluate_performance
 from tasks.prefect_artifacts import publish_report
 
 
@@ -38,32 +40,66 @@ class MonitoringSummary(BaseModel):
     rows: int
     labeled_rows: int
     verdict: str
+    task_type: str | None = None
+    time_basis: str = "arrival"
+    time_column: str | None = None
     drift: DriftSummary | None = None
     performance: PerformanceSummary | None = None
     events: list[str] = []
+    notes: list[str] = []
     report_html: str | None = None
 
     def render(self) -> str:
-        """Return a readable one-paragraph summary."""
-        drifted = ", ".join(self.drift.drifted_columns) if self.drift and self.drift.drifted_columns else "-"
-        perf = (f"{self.performance.primary_metric} {self.performance.current_value:.4f} vs baseline "
-                f"{self.performance.baseline_value:.4f}" if self.performance and self.performance.current_value
-                is not None and self.performance.baseline_value is not None else "no labels yet")
-        return (f"monitor {self.model_name} v{self.champion_version}: {self.verdict} on {self.rows} requests "
-                f"({self.labeled_rows} labelled); drifted: {drifted}; performance: {perf}; "
-                f"events: {', '.join(self.events) or '-'}")
+        """Return a readable one-paragraph summary; a missing verdict says exactly which condition is unmet."""
+        if self.drift is None:
+            drift = "not run"
+        elif self.drift.verdict == "not_enough_data":
+            drift = self.drift.message
+        else:
+            drift = "drifted: " + (", ".join(self.drift.drifted_columns) or "-")
+        perf = self.performance.message if self.performance is not None else (
+            "not evaluated (the window is empty)" if self.rows == 0 else "not evaluated")
+        window = f"{self.window_start} .. {self.window_end} by " + (
+            f"event time '{self.time_column}'" if self.time_basis == "event" else "arrival time")
+        notes = "".join(f"; note: {n}" for n in self.notes)
+        return (f"monitor {self.model_name} v{self.champion_version} ({self.task_type or '-'}): {self.verdict} on "
+                f"{self.rows} requests ({self.labeled_rows} labelled), window {window}; drift: {drift}; "
+                f"performance: {perf}; events: {', '.join(self.events) or '-'}{notes}")
 
 
 def _verdict(drift: DriftSummary | None, performance: PerformanceSummary | None) -> str:
-    if drift is not None and drift.verdict == "not_enough_data" and (performance is None or
-                                                                     performance.verdict != "decayed"):
-        return "not_enough_data"
     problems = []
     if drift is not None and drift.verdict == "drift":
         problems.append("drift")
     if performance is not None and performance.decayed:
         problems.append("decay")
-    return "+".join(problems) or "healthy"
+    if problems:
+        return "+".join(problems)
+    if drift is not None and drift.verdict == "not_enough_data":
+        return "not_enough_data"  # "healthy" needs a drift verdict; render() says which condition is unmet
+    return "healthy"
+
+
+def _champion_task(champion: Any, policy: Any) -> dict[str, Any]:
+    """Task type, classes, time column, roles, metric and baseline from the champion's tags (checked first)."""
+    tags = champion.tags
+    task_type = tags.get(L.TAG_TASK_TYPE) or "binary"  # versions registered before the tag existed: binary
+    try:
+        metric = policy.metric_for(task_type)
+    except ValueError as exc:
+        raise MonitoringError(f"Cannot monitor version {champion.version} of {champion.name}: {exc} Fix the "
+                              "monitoring policy, or leave primary_metric empty for the task type's default.") from exc
+    baseline = {k.removeprefix("test_"): float(v) for k, v in json.loads(tags.get(L.TAG_TEST_METRICS) or "{}").items()}
+    if metric not in baseline:
+        raise MonitoringError(f"Version {champion.version} of {champion.name} has no test '{metric}' to compare with "
+                              f"(its {L.TAG_TEST_METRICS} tag has {sorted(baseline)}): choose a primary_metric it "
+                              "reports, or retrain so that the version records it.")
+    return {"task_type": task_type, "metric": metric, "baseline": baseline,
+            "classes": json.loads(tags[L.TAG_CLASSES]) if tags.get(L.TAG_CLASSES) else None,
+            "positive_label": json.loads(tags[L.TAG_POSITIVE_LABEL]) if tags.get(L.TAG_POSITIVE_LABEL) else None,
+            "time_column": tags.get(L.TAG_TIME_COLUMN) or None,
+            "roles": json.loads(tags[L.TAG_COLUMN_ROLES]) if tags.get(L.TAG_COLUMN_ROLES) else None,
+            "features": json.loads(tags[L.TAG_FEATURES])}
 
 
 @flow(name="monitor-model", log_prints=True)
@@ -77,18 +113,23 @@ def monitor_model(
     log_dir: str | None = None,
     serving_block: str | None = None,
     emit_events: bool = True,
+    arrival_lookback_hours: float | None = None,
 ) -> MonitoringSummary:
-    """Compare the last window of served traffic with the champion's training data.
+    """Compare a window of served traffic with the champion's training data.
 
-    Computes dataset and per-column drift, prediction drift and data quality with
-    Evidently, and model performance where ground truth has arrived. Saves the HTML and
-    JSON reports under the state folder and on the champion's MLflow run, publishes a
-    Prefect artifact, and emits drift / decay / quality events that retraining listens to.
-    A breach is a result (and an event), not an error.
+    The window is by event time when the champion has a time column (its ``mlops.time_column``
+    tag; the serving process logs that column with each prediction), else by arrival time.
+    Computes dataset and per-column drift, prediction drift and data quality with Evidently
+    (on the champion's features, skipping dates and identifiers), and the performance of the
+    champion's task type where ground truth has arrived. Saves the HTML and JSON reports under
+    the state folder and on the champion's MLflow run, publishes a Prefect artifact, and emits
+    drift / decay / quality events that retraining listens to. A breach is a result (and an
+    event), not an error; a policy metric the champion's task type cannot report is an error,
+    raised before any work.
 
     Args:
         model_name: Registered model name.
-        window_hours: Length of the window of logged predictions.
+        window_hours: Length of the window (event time or arrival time).
         window_end: End of the window, ISO 8601 (None: now).
         mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded).
         dvc_block: Name of a saved ``DvcRepository`` block (None: embedded).
@@ -96,15 +137,22 @@ def monitor_model(
         log_dir: Inference log root (None: the serving block's, else the embedded default).
         serving_block: Name of the saved ``BentoMLServing`` block whose inference log to read.
         emit_events: Emit Prefect events for breaches.
+        arrival_lookback_hours: Event-time windows: read only predictions that arrived in this many
+            hours before now (None: the whole log).
 
     Returns:
         A :class:`MonitoringSummary`.
+
+    Raises:
+        MonitoringError: If the policy's metric does not fit the champion, or the champion has no
+            baseline for it.
 
     Examples:
         >>> from flows.monitor_model import monitor_model
         >>> summary = monitor_model(window_hours=6)  # doctest: +SKIP
         >>> summary.verdict  # doctest: +SKIP
         'healthy'
+        >>> monitor_model("macro-gdp", window_hours=90 * 24, window_end="2009-07-01")  # doctest: +SKIP
     """
     logger = get_run_logger()
     mlflow_server = load_mlflow(mlflow_block)
@@ -118,29 +166,33 @@ def monitor_model(
         logger.warning("Model %s has no champion: nothing to monitor", model_name)
         return MonitoringSummary(model_name=model_name, champion_version=None, window_start=start, window_end=end,
                                  rows=0, labeled_rows=0, verdict="no_champion")
+    info = _champion_task(champion, policy)
 
     stamp = dt.datetime.fromisoformat(end).strftime("%Y%m%dT%H%M%S")
     out_dir = home / "reports" / model_name / stamp
     reference = pull_dataset(data_repo, champion.tags[L.TAG_DATA_PATH], champion.tags[L.TAG_DATA_REV],
                              str(home / "cache" / "data"))
     model_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
-    features = json.loads(champion.tags[L.TAG_FEATURES])
-    scored = score_reference(model_dir, reference, features,
+    scored = score_reference(model_dir, reference, info["features"],
                              str(home / "cache" / "reference" / f"{model_name}-v{champion.version}.parquet"))
-    window = export_inference_window(log_dir, model_name, start, end, str(out_dir / "window.parquet"))
-    drift = run_drift_report(scored, window.path, policy, str(out_dir), columns=features,
-                             prediction_column="prediction")
+    arrival_start = window_bounds(arrival_lookback_hours)[0] if arrival_lookback_hours else None
+    window = export_inference_window(log_dir, model_name, start, end, str(out_dir / "window.parquet"),
+                                     time_column=info["time_column"], arrival_start=arrival_start)
+    drift = run_drift_report(scored, window.path, policy, str(out_dir), columns=info["features"],
+                             prediction_column="prediction", column_roles=info["roles"],
+                             time_column=info["time_column"])
     performance = None
-    if window.labeled_rows:
-        baseline = {k.removeprefix("test_"): v for k, v in
-                    json.loads(champion.tags.get("mlops.test_metrics", "{}")).items()}
-        performance = evaluate_performance(window.path, "label", "prediction", "score", baseline, policy)
+    if window.rows:
+        performance = evaluate_performance(window.path, "label", "prediction",
+                                           "score" if info["task_type"] == "binary" else None, info["baseline"],
+                                           policy, task_type=info["task_type"], classes=info["classes"],
+                                           positive_label=info["positive_label"])
     if champion.run_id:
         log_report_files(mlflow_server, champion.run_id, [drift.html_path or "", drift.json_path or ""],
                          f"monitoring/{stamp}")
 
     events: list[str] = []
-    window_info: dict[str, Any] = {"start": start, "end": end, "rows": window.rows}
+    window_info: dict[str, Any] = {"start": start, "end": end, "rows": window.rows, "time_basis": window.time_basis}
     if emit_events and drift.verdict == "drift":
         emit_model_event(DRIFT_DETECTED, model_name, {
             "drift_share": drift.drift_share, "drifted_columns": drift.drifted_columns, "window": window_info,
@@ -157,13 +209,16 @@ def monitor_model(
 
     summary = MonitoringSummary(model_name=model_name, champion_version=champion.version, window_start=start,
                                 window_end=end, rows=window.rows, labeled_rows=window.labeled_rows,
-                                verdict=_verdict(drift, performance), drift=drift, performance=performance,
-                                events=events, report_html=drift.html_path)
+                                verdict=_verdict(drift, performance), task_type=info["task_type"],
+                                time_basis=window.time_basis, time_column=window.time_column, drift=drift,
+                                performance=performance, events=events, notes=[n for n in [window.note] if n],
+                                report_html=drift.html_path)
     table = [{"column": c, "method": drift.column_methods.get(c), "score": round(s, 5),
               "drifted": c in drift.drifted_columns} for c, s in sorted(drift.column_scores.items())]
     publish_report(f"{model_name}-monitoring",
                    f"# {model_name} monitoring: {summary.verdict}\n\n{summary.render()}\n\n"
                    f"Evidently report: `{drift.html_path}`\n\n"
-                   + "\n".join(f"- quality: {q}" for q in drift.quality_issues), table)
+                   + "\n".join(f"- quality: {q}" for q in drift.quality_issues)
+                   + "".join(f"\n- not tested: {c}: {why}" for c, why in drift.skipped_columns.items()), table)
     print(summary.render())
     return summary

@@ -48,6 +48,11 @@ _MAX_LISTED_CATEGORIES = 100
 #: Integer columns with at most this many distinct reference values are treated as categorical.
 _MAX_INT_CATEGORIES = 5
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Column roles (DataContract) that are not model features and are never drift-tested.
+_NOT_FEATURE_ROLES = {"datetime": "a date/time column", "identifier": "an identifier column", "target": "the target"}
+#: A text column with more distinct reference values than this, and more than half of its rows distinct,
+#: reads as an identifier (no role recorded): a drift test on it says nothing.
+_MAX_IDENTIFIER_LIKE = 100
 
 
 class DriftSummary(BaseModel):
@@ -75,24 +80,11 @@ class DriftSummary(BaseModel):
     reference_rows: int = 0
     current_rows: int = 0
     sampled: bool = Field(False, description="Whether either window was sampled to policy.max_sample_rows.")
+    skipped_columns: dict[str, str] = Field(
+        default_factory=dict, description="Column -> why it was not tested (time column, identifier, datetime ...)."
+    )
     html_path: str | None = None
     json_path: str | None = None
-    seconds: float = 0.0
-    message: str = ""
-
-
-class PerformanceSummary(BaseModel):
-    """Model performance on labelled current data versus the champion's baseline."""
-
-    verdict: Literal["decayed", "ok", "not_enough_data"]
-    decayed: bool = False
-    primary_metric: str
-    current_value: float | None = None
-    baseline_value: float | None = None
-    drop: float | None = Field(None, description="baseline_value - current_value (positive = worse).")
-    metrics: dict[str, float] = Field(default_factory=dict)
-    labeled_rows: int = 0
-    total_rows: int = 0
     seconds: float = 0.0
     message: str = ""
 
@@ -109,7 +101,40 @@ class DriftComputation:
 # --------------------------------------------------------------------------- helpers
 
 
-def _window_schema(path: Path, what: str) -> tuple[list[str], int | None]:
+def drift_columns(features: list[str], column_roles: dict[str, str] | None = None, time_column: str | None = None
+                  ) -> tuple[list[str], dict[str, str]]:
+    """Split the model's input columns into those to drift-test and those to skip (with the reason).
+
+    The event-time column, and columns whose recorded role (``mlops.column_roles``) is ``datetime``,
+    ``identifier`` or ``target``, are not features: time always "drifts", identifiers never repeat.
+
+    Args:
+        features: The champion's input columns (the ``mlops.features`` tag).
+        column_roles: Column -> role (the ``mlops.column_roles`` tag), if recorded.
+        time_column: The event-time column (the ``mlops.time_column`` tag), if any.
+
+    Returns:
+        The columns to test, and column -> reason for each skipped one.
+
+    Examples:
+        >>> keep, skipped = drift_columns(["age", "date", "customer_id"], {"customer_id": "identifier"}, "date")
+        >>> keep, sorted(skipped)
+        (['age'], ['customer_id', 'date'])
+    """
+    roles = column_roles or {}
+    keep: list[str] = []
+    skipped: dict[str, str] = {}
+    for col in dict.fromkeys(features):
+        if time_column and col == time_column:
+            skipped[col] = f"the event-time column '{col}' (it selects the window)"
+        elif roles.get(col) in _NOT_FEATURE_ROLES:
+            skipped[col] = f"{_NOT_FEATURE_ROLES[roles[col]]} (role {roles[col]})"
+        else:
+            keep.append(col)
+    return keep, skipped
+
+
+def window_schema(path: Path, what: str) -> tuple[list[str], int | None]:
     """Column names and (for Parquet) the row count of a window file, without reading its data."""
     _check_file(path, what)
     suffix = path.suffix.lower()
@@ -192,6 +217,13 @@ def _resolve_columns(reference_columns: list[str], current_columns: list[str], c
             advice += f", or pass prediction_column=None if '{prediction_column}' is not logged"
         raise MonitoringError(f"Cannot compare the windows: {'; '.join(problems)}. {advice}.")
     return features
+
+
+def _identifier_like(series: pd.Series) -> bool:
+    """Tell whether a text column barely repeats (ids, free text): no drift test means anything on it."""
+    values = series.dropna()
+    distinct = values.nunique()
+    return distinct > _MAX_IDENTIFIER_LIKE and distinct > 0.5 * len(values)
 
 
 def _column_kinds(reference: pd.DataFrame, columns: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -330,6 +362,22 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _text_if_mixed(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Compare labels as text when the two sides' dtypes differ (1 vs "1", bool vs "True")."""
+    if reference.dtype == current.dtype:
+        return reference, current
+
+    def text(series: pd.Series) -> pd.Series:
+        return series.map(lambda v: None if v is None or v != v else str(_plain_label(v))).astype(object)
+
+    return text(reference), text(current)
+
+
+def _plain_label(value: Any) -> Any:
+    value = _plain(value)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _not_enough(reference_rows: int, current_rows: int, policy: MonitoringPolicy, started: float) -> DriftSummary:
     short = "current window" if current_rows < policy.min_window_rows else "reference"
     rows = current_rows if short == "current window" else reference_rows
@@ -346,7 +394,8 @@ def _not_enough(reference_rows: int, current_rows: int, policy: MonitoringPolicy
 
 def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: MonitoringPolicy,
                   columns: list[str] | None = None, prediction_column: str | None = None,
-                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> DriftComputation:
+                  logger: logging.Logger | logging.LoggerAdapter | None = None,
+                  skipped: dict[str, str] | None = None) -> DriftComputation:
     """Run the drift and data-quality checks of two frames with Evidently; no Prefect needed.
 
     Steps: check the columns; stop with ``not_enough_data`` if either side is smaller than
@@ -362,6 +411,8 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
         columns: Feature columns to compare (all reference columns when None).
         prediction_column: Model output column, tested separately.
         logger: Where to log (this module's logger when None).
+        skipped: Columns already left out by the caller (:func:`drift_columns`), with the reason;
+            recorded in the summary.
 
     Returns:
         The summary (paths unset), the Evidently snapshot (None without a test) and
@@ -379,14 +430,27 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
     started = time.perf_counter()
     features = _resolve_columns([str(c) for c in reference.columns], [str(c) for c in current.columns], columns,
                                 prediction_column, "reference frame", "current frame")
+    skipped = dict(skipped or {})
     ref_rows, cur_rows = len(reference), len(current)
     if min(ref_rows, cur_rows) < policy.min_window_rows:
-        return DriftComputation(_not_enough(ref_rows, cur_rows, policy, started))
+        result = DriftComputation(_not_enough(ref_rows, cur_rows, policy, started))
+        result.summary.skipped_columns = skipped
+        return result
 
     numerical, categorical, unsupported = _column_kinds(reference, features)
     if unsupported:
         logger.warning("Skipping column(s) %s: drift of their types (%s) is not supported", unsupported,
                        sorted({str(reference[c].dtype) for c in unsupported}))
+        skipped.update({c: f"type {reference[c].dtype} is not drift-tested (dates and times are not features)"
+                        for c in unsupported})
+    identifiers = [c for c in categorical if _identifier_like(reference[c])]
+    if identifiers:
+        categorical = [c for c in categorical if c not in identifiers]
+        skipped.update({c: f"identifier-like: {reference[c].nunique()} distinct values in {ref_rows} reference rows"
+                        for c in identifiers})
+        if not numerical + categorical:
+            raise MonitoringError(f"Every column to compare is identifier-like ({identifiers}): pass columns=[...] "
+                                  "naming real features, or record their roles in the data contract.")
     _check_types(reference, current, numerical)
     quality_issues, quality = check_data_quality(reference, current, numerical, categorical, policy)
     empty = {c for c, stats in quality.items()
@@ -399,7 +463,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
     used = drift_cols + ([prediction_column] if prediction_column else [])
     ref_sample, ref_sampled = sample_rows(reference, policy.max_sample_rows, policy.sample_seed, stream=0)
     cur_sample, cur_sampled = sample_rows(current, policy.max_sample_rows, policy.sample_seed, stream=1)
-    ref_sample, cur_sample = ref_sample[used], cur_sample[used]
+    ref_sample, cur_sample = ref_sample[used].copy(), cur_sample[used].copy()
 
     pred_categorical = False
     if prediction_column:
@@ -408,17 +472,21 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
             raise MonitoringError(f"Prediction column '{prediction_column}' has unsupported dtype "
                                   f"{reference[prediction_column].dtype}: log labels or scores.")
         pred_categorical = bool(pred_cat)
+        if pred_categorical:  # string / bool / integer labels: chi-square on the label counts
+            ref_sample[prediction_column], cur_sample[prediction_column] = _text_if_mixed(
+                ref_sample[prediction_column], cur_sample[prediction_column])
     snapshot = _run_evidently(ref_sample, cur_sample, drift_cols, categorical, quality, prediction_column,
                               pred_categorical, policy)
     summary = _summarise(snapshot, drift_cols, prediction_column, policy)
     summary.quality_issues = quality_issues
     summary.reference_rows, summary.current_rows = ref_rows, cur_rows
     summary.sampled = ref_sampled or cur_sampled
+    summary.skipped_columns = skipped
     summary.seconds = time.perf_counter() - started
     if empty:
         summary.message += f" Not tested (no values): {sorted(empty)}."
-    if unsupported:
-        summary.message += f" Not tested (unsupported type): {unsupported}."
+    if skipped:
+        summary.message += " Not tested (not features): " + "; ".join(f"{c}: {why}" for c, why in skipped.items()) + "."
     if summary.sampled:
         summary.message += (f" Tested on seeded samples of {len(ref_sample)} reference and {len(cur_sample)} "
                             "current rows; quality checks counted all rows.")
@@ -622,7 +690,8 @@ def _json_safe(obj: Any) -> Any:
 @task(name="run-drift-report", cache_policy=NO_CACHE)
 def run_drift_report(reference_path: str, current_path: str, policy: MonitoringPolicy, output_dir: str,
                      columns: list[str] | None = None, prediction_column: str | None = None,
-                     report_name: str = "drift") -> DriftSummary:
+                     report_name: str = "drift", column_roles: dict[str, str] | None = None,
+                     time_column: str | None = None) -> DriftSummary:
     """Compare a current data window with the reference using Evidently; write HTML and JSON.
 
     Reads Parquet or CSV (by extension), checks that the columns match, returns
@@ -638,9 +707,11 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
         columns: Feature columns to compare (all reference columns but the prediction when None).
         prediction_column: Model output column; its drift is reported as ``prediction_drift``.
         report_name: File stem of the report files.
+        column_roles: Column -> role (``mlops.column_roles``): datetime / identifier columns are skipped.
+        time_column: The event-time column (``mlops.time_column``): skipped, it is not a feature.
 
     Returns:
-        The :class:`DriftSummary`.
+        The :class:`DriftSummary` (``skipped_columns`` says what was not tested and why).
 
     Raises:
         MonitoringError: If a file is missing or unreadable, or columns are missing.
@@ -657,20 +728,24 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
     logger = run_logger()
     started = time.perf_counter()
     ref_file, cur_file = Path(reference_path), Path(current_path)
-    ref_names, ref_rows = _window_schema(ref_file, "reference")
-    cur_names, cur_rows = _window_schema(cur_file, "current")
-    features = _resolve_columns(ref_names, cur_names, columns, prediction_column, str(ref_file), str(cur_file))
+    ref_names, ref_rows = window_schema(ref_file, "reference")
+    cur_names, cur_rows = window_schema(cur_file, "current")
+    candidates = columns if columns is not None else [c for c in ref_names if c != prediction_column]
+    candidates, skipped = drift_columns(candidates, column_roles, time_column)
+    features = _resolve_columns(ref_names, cur_names, candidates, prediction_column, str(ref_file), str(cur_file))
     wanted = features + ([prediction_column] if prediction_column else [])
     windows = {"reference": str(ref_file), "current": str(cur_file)}
     if ref_rows is not None and cur_rows is not None and min(ref_rows, cur_rows) < policy.min_window_rows:
         result = DriftComputation(_not_enough(ref_rows, cur_rows, policy, started))
+        result.summary.skipped_columns = skipped
         logger.info(result.summary.message)
     else:
         reference = read_window(ref_file, wanted, "reference")
         current = read_window(cur_file, wanted, "current")
         logger.info("Comparing %s current rows with %s reference rows on %s columns", len(current),
                     len(reference), len(features))
-        result = compute_drift(reference, current, policy, features, prediction_column, logger=logger)
+        result = compute_drift(reference, current, policy, features, prediction_column, logger=logger,
+                               skipped=skipped)
         del reference, current
     summary = save_drift_report(result, policy, output_dir, report_name, windows)
     summary.seconds = time.perf_counter() - started
@@ -680,131 +755,13 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
 
 
 # --------------------------------------------------------------------------- performance
+# Performance per task type lives in tasks/monitoring_performance.py; these names stay importable from here.
+from tasks.monitoring_performance import (  # noqa: E402
+    PerformanceSummary,
+    compute_performance,
+    evaluate_performance,
+)
 
-
-def compute_performance(frame: pd.DataFrame, label_column: str, prediction_column: str, score_column: str | None,
-                        baseline_metrics: dict[str, float], policy: MonitoringPolicy) -> PerformanceSummary:
-    """Classification metrics on the labelled rows, compared with the champion's baseline.
-
-    Computes accuracy, f1, precision and recall (binary for 0/1 or boolean labels, macro
-    averaged otherwise) and ``roc_auc`` when a score column (probability of the positive
-    class) is given. The model has decayed when ``policy.primary_metric`` is more than
-    ``policy.performance_decay`` below ``baseline_metrics[policy.primary_metric]``.
-
-    Args:
-        frame: Rows with predictions; the label may be missing on some (not yet known).
-        label_column: Ground-truth column.
-        prediction_column: Predicted label column.
-        score_column: Positive-class score column, needed for ``roc_auc``.
-        baseline_metrics: The champion's validation metrics.
-        policy: Primary metric, allowed decay and minimum window size.
-
-    Returns:
-        The :class:`PerformanceSummary`.
-
-    Raises:
-        MonitoringError: If a column or the baseline value is missing, or the primary metric
-            cannot be computed from the given columns.
-
-    Examples:
-        >>> compute_performance(df, "churned", "prediction", "score", {"roc_auc": 0.91},
-        ...                     MonitoringPolicy())  # doctest: +SKIP
-    """
-    import numpy as np
-    from sklearn import metrics as skm
-
-    started = time.perf_counter()
-    primary = policy.primary_metric
-    needed = [label_column, prediction_column] + ([score_column] if score_column else [])
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise MonitoringError(f"Performance window lacks column(s) {missing} (has {list(frame.columns)[:20]}): "
-                              "join the ground-truth labels to the inference log, or pass the right column names.")
-    if primary not in baseline_metrics:
-        raise MonitoringError(f"baseline_metrics has no '{primary}' (keys: {sorted(baseline_metrics)}): pass the "
-                              "champion's validation metrics, or set the policy's primary_metric to one of them.")
-    if primary == "roc_auc" and not score_column:
-        raise MonitoringError("primary_metric 'roc_auc' needs score_column (the positive-class probability); "
-                              "pass it, or choose another primary_metric in the policy.")
-    baseline = float(baseline_metrics[primary])
-    labeled = frame.loc[frame[label_column].notna() & frame[prediction_column].notna()]
-    n = len(labeled)
-    base = {"primary_metric": primary, "baseline_value": baseline, "labeled_rows": n, "total_rows": len(frame)}
-    if n < policy.min_window_rows:
-        return PerformanceSummary(verdict="not_enough_data", seconds=time.perf_counter() - started, **base,
-                                  message=f"Not enough labelled rows: {n} < min_window_rows={policy.min_window_rows}.")
-
-    y_true = labeled[label_column].to_numpy()
-    y_pred = labeled[prediction_column].to_numpy()
-    classes = set(np.unique(y_true).tolist()) | set(np.unique(y_pred).tolist())
-    binary = classes <= {0, 1}
-    average: dict[str, Any] = {"average": "binary", "pos_label": 1} if binary else {"average": "macro"}
-    values: dict[str, float] = {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "f1": float(skm.f1_score(y_true, y_pred, zero_division=0, **average)),
-        "precision": float(skm.precision_score(y_true, y_pred, zero_division=0, **average)),
-        "recall": float(skm.recall_score(y_true, y_pred, zero_division=0, **average)),
-    }
-    if score_column:
-        scores = labeled[score_column].to_numpy(dtype="float64")
-        if len(np.unique(y_true)) == 2 and np.isfinite(scores).all():
-            positive = 1 if binary else sorted(np.unique(y_true).tolist(), key=str)[-1]
-            values["roc_auc"] = float(skm.roc_auc_score(y_true == positive, scores))
-    if primary not in values:
-        return PerformanceSummary(verdict="not_enough_data", metrics=values, seconds=time.perf_counter() - started,
-                                  **base, message=f"'{primary}' is undefined on this window (labels hold one class "
-                                                  "or scores are missing); no verdict.")
-    current = values[primary]
-    drop = baseline - current
-    decayed = drop > policy.performance_decay
-    return PerformanceSummary(
-        verdict="decayed" if decayed else "ok", decayed=decayed, current_value=current, drop=drop, metrics=values,
-        seconds=time.perf_counter() - started, **base,
-        message=f"{primary} {current:.4f} vs baseline {baseline:.4f} (drop {drop:+.4f}, allowed "
-                f"{policy.performance_decay:.4f}) on {n} labelled rows: {'decayed' if decayed else 'ok'}.",
-    )
-
-
-@task(name="evaluate-performance", cache_policy=NO_CACHE)
-def evaluate_performance(current_with_labels_path: str, label_column: str, prediction_column: str,
-                         score_column: str | None, baseline_metrics: dict[str, float],
-                         policy: MonitoringPolicy) -> PerformanceSummary:
-    """Measure the model on current data whose labels arrived; flag decay against the champion.
-
-    Args:
-        current_with_labels_path: Parquet or CSV with labels, predictions and (optionally) scores.
-        label_column: Ground-truth column (rows without a label are skipped).
-        prediction_column: Predicted label column.
-        score_column: Positive-class score column, needed for ``roc_auc``.
-        baseline_metrics: The champion's validation metrics (e.g. from its MLflow run).
-        policy: The monitoring policy block.
-
-    Returns:
-        The :class:`PerformanceSummary`; decay is a result, not an error.
-
-    Raises:
-        MonitoringError: If the file or a column is missing, or the baseline lacks the primary metric.
-
-    Examples:
-        >>> from prefect import flow
-        >>> from blocks.monitoring_policy import MonitoringPolicy
-        >>> @flow
-        ... def check() -> PerformanceSummary:
-        ...     policy = MonitoringPolicy.load("default-monitoring")
-        ...     return evaluate_performance("logs/labelled.parquet", "churned", "prediction", "score",
-        ...                                 {"roc_auc": 0.91, "accuracy": 0.86}, policy)
-    """
-    logger = run_logger()
-    started = time.perf_counter()
-    path = Path(current_with_labels_path)
-    names, _ = _window_schema(path, "labelled")
-    wanted = [c for c in dict.fromkeys([label_column, prediction_column, score_column]) if c]
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise MonitoringError(f"Labelled window {path} lacks column(s) {missing} (has {names[:20]}): join the "
-                              "ground-truth labels to the inference log, or pass the right column names.")
-    summary = compute_performance(read_window(path, wanted, "labelled"), label_column, prediction_column,
-                                  score_column, baseline_metrics, policy)
-    summary.seconds = time.perf_counter() - started
-    logger.info("Performance %s: %s", summary.verdict, summary.message)
-    return summary
+__all__ = ["DriftComputation", "DriftSummary", "PerformanceSummary", "check_data_quality", "compute_drift",
+           "compute_performance", "drift_columns", "evaluate_performance", "read_window", "run_drift_report",
+           "sample_rows", "save_drift_report", "window_schema"]
