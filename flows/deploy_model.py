@@ -30,7 +30,7 @@ from tasks.bentoml_serving import (
     switch_live_backend,
     verify_live_endpoint,
 )
-from tasks.bentoml_supervisor import ensure_supervisor
+from tasks.bentoml_supervisor import ensure_supervisor, heal_serving_endpoint
 from tasks.events import DEPLOYMENT_FAILED, MODEL_DEPLOYED, emit_model_event
 from tasks.exceptions import ServingError
 from tasks.mlflow_registry import (
@@ -234,3 +234,28 @@ def deploy_model(
                    {"Live endpoint": f"{switch.url}/model"})
     print(summary.render())
     return summary
+
+
+@flow(name="watch-serving", log_prints=True)
+def watch_serving(serving_block: str | None = None) -> dict:
+    """Check a serving endpoint once: restart a dead front, backend or supervisor (a scheduled backstop).
+
+    The endpoint's supervisor process restarts a dead front or backend within seconds; this flow,
+    scheduled every few minutes, also brings back a supervisor that was itself killed.
+
+    Args:
+        serving_block: Name of a saved ``BentoMLServing`` block (None: embedded, 127.0.0.1:3000).
+
+    Returns:
+        ``{"actions": [what was restarted], "supervisor": {"pid", "started_at"} | None}``.
+
+    Examples:
+        >>> from flows.deploy_model import watch_serving
+        >>> watch_serving()  # doctest: +SKIP
+        {'actions': [], 'supervisor': None}
+    """
+    serving = load_serving(serving_block)
+    healed = heal_serving_endpoint(serving)
+    supervisor = ensure_supervisor(serving) if get_serving_status(serving).get("deployed") else None
+    print(f"{serving.endpoint_url()}: {healed['actions'] or 'all processes running'}")
+    return {**healed, "supervisor": supervisor}

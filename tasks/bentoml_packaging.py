@@ -165,8 +165,9 @@ def read_mlflow_signature(model_dir: str | Path) -> tuple[list[dict[str, Any]], 
     try:
         meta = yaml.safe_load(mlmodel.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise BrokenModelArtifactError(f"The model's MLmodel file {mlmodel} cannot be read: {type(exc).__name__}: "
-                                       f"{str(exc)[:300]}") from exc
+        detail = " ".join(str(exc).split())[:300]
+        raise BrokenModelArtifactError(f"The model's MLmodel file {mlmodel} cannot be read ({type(exc).__name__}: "
+                                       f"{detail}).") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("flavors"), dict):
         raise BrokenModelArtifactError(f"The model's MLmodel file {mlmodel} is not an MLflow model description "
                                        f"(no 'flavors' mapping; it starts with {mlmodel.read_text()[:80]!r}).")

@@ -139,6 +139,19 @@ def heal_endpoint(serving: BentoMLServing) -> dict[str, Any]:
     return {"actions": actions}
 
 
+@task(name="heal-serving-endpoint", cache_policy=NO_CACHE)
+def heal_serving_endpoint(serving: BentoMLServing) -> dict[str, Any]:
+    """Run :func:`heal_endpoint` as a task (the scheduled ``watch-serving`` backstop).
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def watch() -> list[str]:
+        ...     return heal_serving_endpoint(BentoMLServing.embedded())["actions"]
+    """
+    return heal_endpoint(serving)
+
+
 def run_supervisor(serving: BentoMLServing) -> int:
     """Run :func:`heal_endpoint` every ``supervise_interval_s`` until the endpoint stops or SIGTERM."""
     import logging
@@ -146,8 +159,15 @@ def run_supervisor(serving: BentoMLServing) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logger = logging.getLogger("prefect_mlops")
     stop = threading.Event()
+
+    def _exit(*_: Any) -> None:
+        # Exit at once, even while waiting for the state lock that stop_serving holds; a backend this
+        # process was starting carries the endpoint's marker, so stop_serving stops it next.
+        stop.set()
+        raise SystemExit(0)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, _exit)
     me = os.getpid()
     logger.info("supervising %s (pid %d)", serving.endpoint_url(), me)
     while not stop.is_set():
@@ -203,4 +223,4 @@ def ensure_supervisor(serving: BentoMLServing) -> dict[str, Any] | None:
     return {"pid": proc.pid, "started_at": state["supervisor"]["started_at"]}
 
 
-__all__ = ["BackendInfo", "ensure_supervisor", "heal_endpoint", "run_supervisor"]
+__all__ = ["BackendInfo", "ensure_supervisor", "heal_endpoint", "heal_serving_endpoint", "run_supervisor"]

@@ -145,7 +145,8 @@ def group_members(group: dict[str, Any] | None, scan: bool = True) -> list[psuti
     if leader is not None:
         with contextlib.suppress(psutil.Error):
             for child in leader.children(recursive=True):
-                if _running(child):
+                # A child started as its own group (the supervisor's restarted front / backend) is not ours.
+                if _running(child) and _env_of(child).get(GROUP_ENV) in (None, group.get("id")):
                     found[child.pid] = child
     if scan and group.get("id"):
         for proc in marked_processes(GROUP_ENV, str(group["id"])):

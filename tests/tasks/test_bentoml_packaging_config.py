@@ -65,7 +65,8 @@ def test_garbage_mlmodel_is_a_packaging_error_naming_the_file(serving_registry: 
     with pytest.raises(PackagingError, match="MLmodel file .*cannot be read"):
         read_mlflow_signature(copy)
     block = serving_block_for(session_home, "serving-tests-config-broken")
-    with pytest.raises(PackagingError, match=r"serving-churn version 1 cannot be deployed.*MLmodel.*register"):
+    expected = r"(?s)serving-churn version 1 cannot be deployed.*MLmodel.*register the model again"
+    with pytest.raises(PackagingError, match=expected):
         build_bento.fn(block, serving_registry.v1, str(copy))
 
 
