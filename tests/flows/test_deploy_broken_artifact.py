@@ -35,8 +35,11 @@ def _local(uri: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def corrupted_version(serving_registry: Any, session_home: Path) -> Any:
-    """A new version with v1's model files, registered, then its MLmodel overwritten in the artifact store."""
+def corrupted_version(serving_registry: Any, session_home: Path, broken_version: Any) -> Any:
+    """A new version with v1's model files, registered, then its MLmodel overwritten in the artifact store.
+
+    Registered after the session's ``broken_version`` (v3), whose fixture expects that number.
+    """
     server = serving_registry.server()
     client = server.get_client()
     experiment = client.get_experiment_by_name("serving-tests")
@@ -58,9 +61,13 @@ def corrupted_version(serving_registry: Any, session_home: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def block(session_home: Path, serving_registry: Any) -> Any:
+    """Its own endpoint; the champion the other serving tests expect is restored afterwards."""
+    server = serving_registry.server()
+    original = str(server.get_client().get_model_version_by_alias(serving_registry.model, "champion").version)
     serving = serving_block_for(session_home, BLOCK)
     yield serving
     stop_serving(serving)
+    set_model_alias.fn(server, serving_registry.model, "champion", original, "restored after the broken-artifact test")
 
 
 def test_corrupted_mlmodel_champion_moves_back_to_what_serves(block: Any, corrupted_version: Any,
