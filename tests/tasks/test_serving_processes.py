@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,13 @@ def test_sigkill_of_the_backend_leader_is_healed_without_a_person(supervised: An
     assert before["state"] == "serving" and before["supervisor"]["alive"], before
     leader, workers = before["backend"]["pid"], before["backend"]["workers"]
     assert workers
+    killed = time.monotonic()
     os.kill(leader, signal.SIGKILL)
     wait_for(lambda: serving_status(supervised)["backend"]["pid"] != leader or None, RECOVERY_DEADLINE_S,
              "a new backend recorded by the supervisor")
     wait_for(lambda: _answers(supervised.endpoint_url(), record, "1"), RECOVERY_DEADLINE_S,
              "/predict answering 200 with version 1 again")
+    print(f"backend leader SIGKILL -> /predict 200 again: {time.monotonic() - killed:.1f}s")  # a figure, not a check
     wait_for(lambda: not _alive([leader, *workers]), 30, "the killed backend's orphaned workers to be stopped")
     after = serving_status(supervised)
     assert after["state"] == "serving" and after["model_version"] == "1"
@@ -109,11 +112,13 @@ def test_sigkill_of_the_front_is_healed_without_a_person(supervised: Any, bentos
     record = bentos["1"].input_example[0]
     before = serving_status(supervised)
     front = before["front"]["pid"]
+    killed = time.monotonic()
     os.kill(front, signal.SIGKILL)
     wait_for(lambda: serving_status(supervised)["front"]["pid"] != front or None, RECOVERY_DEADLINE_S,
              "a new front recorded by the supervisor")
     wait_for(lambda: _answers(supervised.endpoint_url(), record, "1"), RECOVERY_DEADLINE_S,
              "/predict answering 200 with version 1 again")
+    print(f"front SIGKILL -> /predict 200 again: {time.monotonic() - killed:.1f}s")  # a figure, not a check
     after = serving_status(supervised)
     assert after["state"] == "serving" and after["backend"]["pid"] == before["backend"]["pid"]
     assert not process_alive(front)
