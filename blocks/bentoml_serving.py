@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from blocks.settings import state_dir
 
@@ -43,6 +43,10 @@ class BentoMLServing(Block):
         request_timeout_s: BentoML's per-request timeout.
         readiness_timeout_s: Deadline for a new backend to load its model and answer ``/readyz``.
         drain_timeout_s: Deadline for requests still running on a replaced backend before it is stopped.
+        backend_port_range: Inclusive ``(low, high)`` ports the private backends may take (None: any free
+            port the OS gives). A range whose every port is taken is a clear error at deployment.
+        supervise: Run a supervisor process per endpoint that restarts a dead front or backend.
+        supervise_interval_s: How often the supervisor checks the endpoint's processes.
         inference_log: Record every prediction in the inference log.
         log_dir: Inference log folder.
         log_flush_interval_s: Longest time a prediction waits in memory before it is written.
@@ -81,6 +85,10 @@ class BentoMLServing(Block):
     request_timeout_s: int = Field(default=60, ge=1, description="BentoML's per-request timeout in seconds.")
     readiness_timeout_s: float = Field(default=120.0, gt=0, description="Deadline for a new backend to be ready.")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="Deadline for a replaced backend's requests.")
+    backend_port_range: tuple[int, int] | None = Field(
+        default=None, description="Inclusive (low, high) ports the private backends may take; None: any free port.")
+    supervise: bool = Field(default=True, description="Restart a dead front or backend (supervisor process).")
+    supervise_interval_s: float = Field(default=1.0, gt=0, le=60, description="Seconds between supervisor checks.")
     inference_log: bool = Field(default=True, description="Record every prediction in the inference log.")
     log_dir: str | None = Field(default=None, description="Inference log folder; None: the state folder's "
                                                           "'inference-log'.")
@@ -93,6 +101,17 @@ class BentoMLServing(Block):
     access_log: bool = Field(default=False, description="BentoML's access log.")
     python_packages: list[str] | None = Field(default=None, description="Requirements written into the bento; "
                                                                         "None: the installed model stack.")
+
+    @field_validator("backend_port_range")
+    @classmethod
+    def _check_port_range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        low, high = value
+        if not (1024 <= low <= high <= 65535):
+            raise ValueError(f"backend_port_range {tuple(value)} must be (low, high) with 1024 <= low <= high <= "
+                             "65535, e.g. (39000, 39099)")
+        return (low, high)
 
     @classmethod
     def embedded(cls, port: int = 3000, root: Path | None = None) -> BentoMLServing:

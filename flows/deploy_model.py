@@ -12,7 +12,13 @@ from pydantic import BaseModel
 from blocks.bentoml_serving import BentoMLServing
 from blocks.mlflow_server import MlflowServer
 from flows.common import DEFAULT_MODEL_NAME, load_mlflow, model_cache_dir
-from tasks.bentoml_packaging import BentoInfo, build_bento, resolve_model_version, write_container_recipe
+from tasks.bentoml_packaging import (
+    BentoInfo,
+    BrokenModelArtifactError,
+    build_bento,
+    resolve_model_version,
+    write_container_recipe,
+)
 from tasks.bentoml_serving import (
     BackendInfo,
     ensure_front,
@@ -24,6 +30,7 @@ from tasks.bentoml_serving import (
     switch_live_backend,
     verify_live_endpoint,
 )
+from tasks.bentoml_supervisor import ensure_supervisor, heal_serving_endpoint
 from tasks.events import DEPLOYMENT_FAILED, MODEL_DEPLOYED, emit_model_event
 from tasks.exceptions import ServingError
 from tasks.mlflow_registry import (
@@ -164,8 +171,12 @@ def deploy_model(
     target = resolve_model_version(mlflow_server, model_name, alias, version)
     before = get_serving_status(serving)
     model_dir = download_model_version(mlflow_server, target, model_cache_dir(mlflow_server))
-    bento: BentoInfo = build_bento(serving, target, model_dir)
+    try:
+        bento: BentoInfo = build_bento(serving, target, model_dir)
+    except BrokenModelArtifactError as exc:  # the version is broken (not the infrastructure): champion moves back
+        raise _fail(mlflow_server, serving, target, alias, before, str(exc)) from exc
     if not force and before.get("state") == "serving" and before.get("bento") == bento.tag:
+        ensure_supervisor(serving)
         logger.info("%s already serves %s; nothing to do (force=True redeploys)", serving.endpoint_url(), bento.tag)
         summary = DeploymentSummary(
             model_name=model_name, model_version=target.version, status="unchanged", url=serving.endpoint_url(),
@@ -200,6 +211,8 @@ def deploy_model(
             from exc
     if switch.previous is not None and switch.previous.pid != backend.pid:
         stop_bento_server(serving, switch.previous)
+    supervisor = ensure_supervisor(serving)
+    watch = f"pid {supervisor['pid']} restarts a dead front or backend" if supervisor else "off"
 
     tag_model_version(mlflow_server, model_name, target.version,
                       {TAG_DEPLOYED_AT: switch.since, TAG_DEPLOYED_URL: switch.url, TAG_DEPLOYED_BENTO: bento.tag})
@@ -214,8 +227,35 @@ def deploy_model(
         container_message=recipe.message, backend_pid=backend.pid)
     publish_report(f"{model_name}-deployment",
                    f"# {model_name}: v{target.version} serves at {switch.url}\n\n```\n{summary.render()}\n```\n\n"
-                   f"Container: {recipe.message}\n\nLabels: `{bento.labels}`",
+                   f"Dockerfile: `{recipe.dockerfile}`\n\nContainer: {recipe.message}\n\n"
+                   f"Supervisor: {watch}\n\n"
+                   f"Labels: `{bento.labels}`",
                    [{"field": k, "value": str(v)} for k, v in summary.model_dump().items()],
                    {"Live endpoint": f"{switch.url}/model"})
     print(summary.render())
     return summary
+
+
+@flow(name="watch-serving", log_prints=True)
+def watch_serving(serving_block: str | None = None) -> dict:
+    """Check a serving endpoint once: restart a dead front, backend or supervisor (a scheduled backstop).
+
+    The endpoint's supervisor process restarts a dead front or backend within seconds; this flow,
+    scheduled every few minutes, also brings back a supervisor that was itself killed.
+
+    Args:
+        serving_block: Name of a saved ``BentoMLServing`` block (None: embedded, 127.0.0.1:3000).
+
+    Returns:
+        ``{"actions": [what was restarted], "supervisor": {"pid", "started_at"} | None}``.
+
+    Examples:
+        >>> from flows.deploy_model import watch_serving
+        >>> watch_serving()  # doctest: +SKIP
+        {'actions': [], 'supervisor': None}
+    """
+    serving = load_serving(serving_block)
+    healed = heal_serving_endpoint(serving)
+    supervisor = ensure_supervisor(serving) if get_serving_status(serving).get("deployed") else None
+    print(f"{serving.endpoint_url()}: {healed['actions'] or 'all processes running'}")
+    return {**healed, "supervisor": supervisor}

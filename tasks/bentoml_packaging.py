@@ -54,6 +54,19 @@ class BentoInfo(BaseModel):
     input_example: list[dict[str, Any]]
     built: bool
     seconds: float
+    task_type: str | None = None
+    classes: list[Any] | None = None
+    positive_label: Any = None
+    time_column: str | None = None
+    passthrough_columns: list[dict[str, str]] = []
+
+
+class BrokenModelArtifactError(PackagingError):
+    """A registered version's model files cannot be read (corrupted or missing ``MLmodel``, signature, example).
+
+    The version itself is broken, not the infrastructure: the deployment moves ``champion`` back
+    to the version that serves and records this reason on the broken version.
+    """
 
 
 class ContainerRecipe(BaseModel):
@@ -143,24 +156,42 @@ def read_mlflow_signature(model_dir: str | Path) -> tuple[list[dict[str, Any]], 
         ``(columns, example_records)``; columns are ``{"name", "type", "required"}`` dicts.
 
     Raises:
-        PackagingError: If the model has no signature with named columns.
+        BrokenModelArtifactError: If ``MLmodel`` is unreadable or not an MLflow model, or the model
+            has no signature with named columns.
     """
     import yaml
 
-    meta = yaml.safe_load((Path(model_dir) / "MLmodel").read_text())
+    mlmodel = Path(model_dir) / "MLmodel"
+    try:
+        meta = yaml.safe_load(mlmodel.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise BrokenModelArtifactError(f"The model's MLmodel file {mlmodel} cannot be read ({type(exc).__name__}: "
+                                       f"{detail}).") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("flavors"), dict):
+        raise BrokenModelArtifactError(f"The model's MLmodel file {mlmodel} is not an MLflow model description "
+                                       f"(no 'flavors' mapping; it starts with {mlmodel.read_text()[:80]!r}).")
+    try:
+        return _signature_and_example(meta, Path(model_dir))
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
+        raise BrokenModelArtifactError(f"The model's signature or input example in {model_dir} cannot be read: "
+                                       f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+def _signature_and_example(meta: dict[str, Any], model_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     inputs = (meta.get("signature") or {}).get("inputs")
     if not inputs:
-        raise PackagingError(f"The MLflow model at {model_dir} has no signature: log it with one "
-                             "(mlflow.models.infer_signature) so the service can validate requests.")
+        raise BrokenModelArtifactError(f"The MLflow model at {model_dir} has no signature: log it with one "
+                                       "(mlflow.models.infer_signature) so the service can validate requests.")
     columns = json.loads(inputs) if isinstance(inputs, str) else inputs
     if any("name" not in c for c in columns):
-        raise PackagingError(f"The MLflow model at {model_dir} takes unnamed tensors; the service needs named "
-                             "columns (log the model with a DataFrame signature).")
+        raise BrokenModelArtifactError(f"The MLflow model at {model_dir} takes unnamed tensors; the service needs "
+                                       "named columns (log the model with a DataFrame signature).")
     columns = [{"name": c["name"], "type": c.get("type", "string"), "required": c.get("required", True)}
                for c in columns]
     example: list[dict[str, Any]] = []
     info = meta.get("saved_input_example_info") or {}
-    path = Path(model_dir) / str(info.get("artifact_path", "input_example.json"))
+    path = model_dir / str(info.get("artifact_path", "input_example.json"))
     if path.is_file():
         raw = json.loads(path.read_text())
         if isinstance(raw, dict) and "columns" in raw and "data" in raw:
@@ -172,6 +203,43 @@ def read_mlflow_signature(model_dir: str | Path) -> tuple[list[dict[str, Any]], 
     names = [c["name"] for c in columns]
     example = [{k: r.get(k) for k in names} for r in example[:3]]
     return columns, example
+
+
+def _json_tag(tags: dict[str, str], key: str, default: Any) -> Any:
+    raw = tags.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw  # a plain string written without JSON quoting (e.g. a label "yes")
+
+
+def serving_config(version: ModelVersionInfo, features: list[str]) -> dict[str, Any]:
+    """Return the task keys of ``mlops_bento.json`` from the version's lineage tags (shared contract 4).
+
+    Defaults for versions registered before these tags existed: ``task_type`` None (the service
+    then reads it from the model), no ``classes``, no ``positive_label``, no time column and no
+    passthrough columns. The time column travels as a passthrough column of type ``datetime``
+    (an ISO string): logged with the prediction, never given to the model.
+
+    Examples:
+        >>> v = ModelVersionInfo(name="m", version="1", run_id=None, source="", tags={
+        ...     "mlops.task_type": "binary", "mlops.classes": '["no", "yes"]', "mlops.positive_label": '"yes"',
+        ...     "mlops.time_column": "signup_date"})  # doctest: +SKIP
+        >>> serving_config(v, ["age"])["passthrough_columns"]  # doctest: +SKIP
+        [{'name': 'signup_date', 'type': 'datetime'}]
+    """
+    tags = version.tags or {}
+    task_type = tags.get(L.TAG_TASK_TYPE) or None
+    classes = _json_tag(tags, L.TAG_CLASSES, None)
+    if task_type == "regression" or not isinstance(classes, list):
+        classes = None
+    positive = _json_tag(tags, L.TAG_POSITIVE_LABEL, None) if task_type in (None, "binary") else None
+    time_column = tags.get(L.TAG_TIME_COLUMN) or None
+    passthrough = [{"name": time_column, "type": "datetime"}] if time_column and time_column not in features else []
+    return {"task_type": task_type, "classes": classes, "positive_label": positive, "time_column": time_column,
+            "passthrough_columns": passthrough}
 
 
 def _installed_requirements(packages: tuple[str, ...]) -> list[str]:
@@ -241,7 +309,15 @@ def build_bento(serving: BentoMLServing, version: ModelVersionInfo, model_dir: s
     """
     logger = run_logger()
     started = time.perf_counter()
-    columns, example = read_mlflow_signature(model_dir)
+    try:
+        columns, example = read_mlflow_signature(model_dir)
+    except BrokenModelArtifactError as exc:
+        raise BrokenModelArtifactError(
+            f"{version.name} version {version.version} cannot be deployed: its model files are broken. {exc} "
+            f"The registered artifacts ({version.source}) are damaged or were not logged by MLflow: log and register "
+            f"the model again from its training run (or retrain), or deploy another version "
+            f"(deploy-model with version=<n>, or rollback-model).") from exc
+    serving_cfg = serving_config(version, [c["name"] for c in columns])
     name = bentoml_name(version.name)
     run8 = (version.run_id or "norun")[:8]
     model_tag = f"{name}:v{version.version}-{run8}"
@@ -251,7 +327,7 @@ def build_bento(serving: BentoMLServing, version: ModelVersionInfo, model_dir: s
     bento_cfg = {"service_name": name, "model_tag": model_tag, "model_name": version.name,
                  "model_version": str(version.version), "run_id": version.run_id,
                  "data_rev": labels["data_rev"] or None, "columns": columns,
-                 "input_example": example}
+                 "input_example": example, **serving_cfg}
     digest = hashlib.sha256()
     for part in (SERVICE_SOURCE.read_bytes(), INFERENCE_LOG_SOURCE.read_bytes(),
                  json.dumps(bento_cfg, sort_keys=True, default=str).encode()):
@@ -267,7 +343,7 @@ def build_bento(serving: BentoMLServing, version: ModelVersionInfo, model_dir: s
         return BentoInfo(tag=bento_tag, model_tag=model_tag, model_name=version.name,
                          model_version=str(version.version), run_id=version.run_id, data_rev=labels["data_rev"] or None,
                          path=str(bento_path), labels=labels, features=features, input_example=example, built=False,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started, **serving_cfg)
 
     ctx = home / "build" / f"{name}-{bento_version}"
     if ctx.exists():
@@ -298,23 +374,7 @@ def build_bento(serving: BentoMLServing, version: ModelVersionInfo, model_dir: s
     return BentoInfo(tag=result["tag"], model_tag=model_tag, model_name=version.name,
                      model_version=str(version.version), run_id=version.run_id, data_rev=labels["data_rev"] or None,
                      path=result["path"], labels=labels, features=features, input_example=example, built=True,
-                     seconds=seconds)
-
-
-def _publish_dockerfile(bento: BentoInfo, dockerfile: Path, message: str) -> None:
-    """Publish the Dockerfile as a Prefect markdown artifact (best effort: packaging never fails on it)."""
-    from prefect.artifacts import create_markdown_artifact
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    if FlowRunContext.get() is None and TaskRunContext.get() is None:
-        return  # called as a plain function: artifacts belong to runs
-    key = re.sub(r"[^a-z0-9-]+", "-", f"{bento.model_name}-dockerfile".lower()).strip("-")[:60]
-    try:
-        create_markdown_artifact(key=key, description=f"Container recipe of bento {bento.tag}",
-                                 markdown=f"# Dockerfile of `{bento.tag}`\n\n{message}\n\n"
-                                          f"```dockerfile\n{dockerfile.read_text()}\n```")
-    except Exception as exc:  # noqa: BLE001 - an unreachable Prefect API must not fail the packaging
-        run_logger().warning("Could not publish the Dockerfile artifact of %s: %s", bento.tag, exc)
+                     seconds=seconds, **serving_cfg)
 
 
 _CONTAINERFILE_SCRIPT = r"""
@@ -377,6 +437,6 @@ def write_container_recipe(serving: BentoMLServing, bento: BentoInfo, containeri
         message = (f"No Docker engine here: the image was not built. Build it where Docker runs with "
                    f"`BENTOML_HOME={serving.home()} bentoml containerize {bento.tag}`, or `docker build -f "
                    f"{dockerfile} {bento.path}`.")
+    # The Dockerfile stays a file (~90 lines): the deploy summary artifact names its path.
     logger.info("Dockerfile of %s at %s. %s", bento.tag, dockerfile, message)
-    _publish_dockerfile(bento, dockerfile, message)
     return ContainerRecipe(bento_tag=bento.tag, dockerfile=str(dockerfile), image=image, message=message)

@@ -1,32 +1,34 @@
-"""Serving: start ``bentoml serve`` backends, check them, swap them behind one stable URL, report status.
+"""Serving: start ``bentoml serve`` backends, check them, swap them behind one stable URL, report status, stop.
 
-The live endpoint of a :class:`BentoMLServing` block is two kinds of local processes:
+The live endpoint of a :class:`BentoMLServing` block is three kinds of local processes:
 
 * the **front** (``tasks/bentoml_service.py front``) owns the stable port and forwards every
   request to the current backend over keep-alive connections;
-* a **backend** per deployed bento: ``bentoml serve <bento>`` on a free 127.0.0.1 port.
+* a **backend** per deployed bento: ``bentoml serve <bento>`` (a circus arbiter and its worker
+  processes) on a free 127.0.0.1 port, inside the block's ``backend_port_range`` when set;
+* the **supervisor** (``tasks/bentoml_supervisor.py``) that restarts a dead front or backend.
 
 A deployment starts the new backend, waits for ``/readyz`` (with a deadline), sends a smoke
 request built from the model's input example, and only then tells the front to switch; the
-old backend finishes the requests it has (drain) and is stopped by PID. Clients keep their
-connections to the front throughout, so a swap drops no request.
+old backend finishes the requests it has (drain) and is stopped with all its processes.
+Clients keep their connections to the front throughout, so a swap drops no request.
 
 Which processes serve, since when and from which bento is kept in a small JSON file
-(``BentoMLServing.state_file()``, mode 0600: it holds the front's admin token);
-:func:`serving_status` reads it and asks the processes. Everything started here is stopped
-by PID (its process group), never by name.
+(``BentoMLServing.state_file()``, mode 0600: it holds the front's admin token). Every process
+is recorded as a group (``tasks/serving_processes.py``: leader, workers, marker) and stopped as
+one, never by name. :func:`stop_serving` (also ``python -m tasks.bentoml_serving stop``) stops an
+endpoint and every process it owns.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,19 +40,35 @@ from pydantic import BaseModel
 
 from blocks.bentoml_serving import BentoMLServing
 from tasks.bentoml_packaging import BentoInfo
+from tasks.bentoml_scoring import ScoringResult, score_dataset  # noqa: F401 - re-exported (flows/batch_scoring.py)
 from tasks.exceptions import ServingError
 from tasks.locks import file_lock
 from tasks.logs import run_logger
-from tasks.mlflow_registry import ModelVersionInfo
+from tasks.serving_processes import (
+    ENDPOINT_ENV,
+    free_port,
+    group_alive,
+    marked_processes,
+    process_alive,
+    record_members,
+    start_group,
+    stop_group,
+    stop_processes,
+)
 
 _SERVICE_SCRIPT = Path(__file__).resolve().with_name("bentoml_service.py")
 _ADMIN = "/-/mlops"
 _TOKEN_HEADER = "x-mlops-token"
 _HISTORY = 20
+FRONT_MARKER = "bentoml_service.py front"
+
+__all__ = ["BackendInfo", "ScoringResult", "SmokeResult", "SwitchResult", "ensure_front", "get_serving_status",
+           "process_alive", "read_state", "score_dataset", "serving_status", "smoke_test_server",
+           "start_bento_server", "stop_bento_server", "stop_serving", "switch_live_backend", "verify_live_endpoint"]
 
 
 class BackendInfo(BaseModel):
-    """One ``bentoml serve`` process serving one bento on a private port."""
+    """One ``bentoml serve`` process tree serving one bento on a private port."""
 
     bento_tag: str
     model_name: str
@@ -65,6 +83,7 @@ class BackendInfo(BaseModel):
     status_file: str
     started_at: str
     ready_seconds: float
+    group: dict[str, Any] = {}
 
 
 class SwitchResult(BaseModel):
@@ -91,10 +110,9 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def endpoint_id(serving: BentoMLServing) -> str:
+    """Return the marker every process of this endpoint carries (``$MLOPS_SERVING_ENDPOINT``): its state file."""
+    return str(serving.state_file())
 
 
 # -- state file -------------------------------------------------------------------------------------
@@ -121,105 +139,32 @@ def _write_state(serving: BentoMLServing, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-# -- processes -------------------------------------------------------------------------------------
-def _cmdline(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def process_alive(pid: int | None, marker: str | None = None) -> bool:
-    """Return whether ``pid`` runs (not a zombie) and, when given, its command line contains ``marker``."""
-    if not pid:
-        return False
-    _reap(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            return False
-    except OSError:
-        pass
-    if marker is not None:
-        cmd = _cmdline(pid)
-        return cmd is None or marker in cmd
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    _reap(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Only zombies left? (a group whose leader was reaped but whose members are exiting)
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def stop_process_group(pid: int, marker: str | None, timeout_s: float = 20.0) -> bool:
-    """Stop a process we started (in its own session) and its children: SIGTERM, then SIGKILL.
-
-    Args:
-        pid: The leader's PID (its process group id, as started with ``start_new_session``).
-        marker: Text its command line must contain (guards against a recycled PID).
-        timeout_s: Grace period before SIGKILL.
-
-    Returns:
-        True if something was stopped.
-    """
-    leader = process_alive(pid)
-    if leader and marker is not None and not process_alive(pid, marker):
-        return False  # the PID was recycled by another program: not ours to stop
-    if not leader and not _group_alive(pid):
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if leader:
-            os.kill(pid, signal.SIGTERM)
-        else:
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not process_alive(pid) and not _group_alive(pid):
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    end = time.monotonic() + 5
-    while time.monotonic() < end and _group_alive(pid):
-        time.sleep(0.05)
-    return True
-
-
 def _log_tail(path: str | Path, chars: int = 3000) -> str:
     try:
         return Path(path).read_text(errors="replace")[-chars:]
     except OSError:
         return ""
+
+
+def _group_of(record: dict[str, Any] | None, marker: str) -> dict[str, Any] | None:
+    """Return the process group of a recorded front / backend (older records have only a PID)."""
+    if not record or not record.get("pid"):
+        return None
+    group = record.get("group") or {}
+    if group.get("pid"):
+        return group
+    # A record written before groups existed: trust the PID only if its command line still matches.
+    return {"pid": int(record["pid"])} if process_alive(int(record["pid"]), marker) else None
+
+
+def backend_alive(record: dict[str, Any] | None) -> bool:
+    """Return whether the recorded backend's ``bentoml serve`` leader runs."""
+    return group_alive(_group_of(record, _backend_marker(int((record or {}).get("port") or 0))))
+
+
+def front_alive(record: dict[str, Any] | None) -> bool:
+    """Return whether the recorded front process runs."""
+    return group_alive(_group_of(record, FRONT_MARKER))
 
 
 def _backend_marker(port: int) -> str:
@@ -240,7 +185,7 @@ def _front_request(url: str, token: str, method: str, action: str, payload: dict
 
 def _front_ok(state: dict[str, Any], serving: BentoMLServing) -> bool:
     front = state.get("front") or {}
-    if not process_alive(front.get("pid"), "bentoml_service.py front"):
+    if not front_alive(front):
         return False
     try:
         _front_request(serving.endpoint_url(), front["token"], "GET", "status", timeout_s=2.0)
@@ -252,6 +197,9 @@ def _front_ok(state: dict[str, Any], serving: BentoMLServing) -> bool:
 @task(name="ensure-serving-front", cache_policy=NO_CACHE)
 def ensure_front(serving: BentoMLServing) -> dict[str, Any]:
     """Make sure the stable endpoint's front process runs (start it if not).
+
+    A front that is not running (killed, crashed) is replaced; the new one forwards to the
+    recorded live backend when that still runs.
 
     Args:
         serving: The BentoML serving block (host and port of the stable endpoint).
@@ -274,23 +222,19 @@ def ensure_front(serving: BentoMLServing) -> dict[str, Any]:
         if _front_ok(state, serving):
             front = state["front"]
             return {"url": serving.endpoint_url(), "pid": front["pid"], "started_at": front["started_at"]}
-        old = state.get("front") or {}
-        if old.get("pid"):
-            stop_process_group(int(old["pid"]), "bentoml_service.py front", timeout_s=5)
+        stop_group(_group_of(state.get("front"), FRONT_MARKER), timeout_s=5)
         token = secrets.token_urlsafe(24)
         logs = serving.home() / "serving" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_file = logs / f"front-{serving.port}.log"
         ready_file = logs / f"front-{serving.port}.ready"
         ready_file.unlink(missing_ok=True)
-        backend = (state.get("live") or {}).get("url")
-        if backend and not process_alive((state.get("live") or {}).get("pid"), "bentoml"):
-            backend = None
+        live = state.get("live") or {}
+        backend = live.get("url") if backend_alive(live) else None
         cmd = [sys.executable, str(_SERVICE_SCRIPT), "front", "--host", serving.host, "--port", str(serving.port),
                "--ready-file", str(ready_file)] + (["--backend", backend] if backend else [])
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**serving.subprocess_env(), "MLOPS_FRONT_TOKEN": token})
+        proc, group = start_group(cmd, log_file, {**serving.subprocess_env(), "MLOPS_FRONT_TOKEN": token},
+                                  endpoint_id(serving))
         deadline = time.monotonic() + 30
         while not ready_file.exists():
             if proc.poll() is not None:
@@ -298,11 +242,12 @@ def ensure_front(serving: BentoMLServing) -> dict[str, Any]:
                                    f"{proc.returncode}): {_log_tail(log_file, 800)} Free the port or set another "
                                    "port in the BentoML serving block.")
             if time.monotonic() > deadline:
-                stop_process_group(proc.pid, None, timeout_s=5)
-                raise ServingError(f"The serving front did not bind {serving.endpoint_url()} within 30s.")
+                stop_group(group, timeout_s=5)
+                raise ServingError(f"The serving front did not bind {serving.endpoint_url()} within 30s. "
+                                   f"Log {log_file}:\n{_log_tail(log_file, 800)}")
             time.sleep(0.05)
         state["front"] = {"pid": proc.pid, "token": token, "host": serving.host, "port": serving.port,
-                          "started_at": _now(), "log_file": str(log_file)}
+                          "started_at": _now(), "log_file": str(log_file), "group": group}
         state["url"] = serving.endpoint_url()
         _write_state(serving, state)
     logger.info("Serving front started on %s (pid %d)", serving.endpoint_url(), proc.pid)
@@ -310,23 +255,35 @@ def ensure_front(serving: BentoMLServing) -> dict[str, Any]:
 
 
 # -- backends ----------------------------------------------------------------------------------------
+def _backend_port(serving: BentoMLServing) -> int:
+    port = free_port("127.0.0.1", serving.backend_port_range, exclude=[serving.port])
+    if port is None:
+        low, high = serving.backend_port_range or (0, 0)
+        raise ServingError(f"No free port for a backend in the serving block's backend_port_range ({low}, {high}): "
+                           f"all {high - low + 1} ports are taken. Stop endpoints you no longer need "
+                           "(python -m tasks.bentoml_serving stop --port <port>) or widen backend_port_range.")
+    return port
+
+
 @task(name="start-bento-server", cache_policy=NO_CACHE)
 def start_bento_server(serving: BentoMLServing, bento: BentoInfo) -> BackendInfo:
     """Start ``bentoml serve`` for a bento on a free 127.0.0.1 port and wait until it is ready.
 
     Ready means the model loaded and ``/readyz`` answers 200, within the block's
-    ``readiness_timeout_s``; a model that fails to load fails fast with its error.
+    ``readiness_timeout_s``; a model that fails to load fails fast with its error. The port is
+    taken from the block's ``backend_port_range`` when set. The returned backend records its
+    whole process group (the ``bentoml serve`` leader and its workers).
 
     Args:
-        serving: The BentoML serving block (store, workers, batching, inference log).
+        serving: The BentoML serving block (store, workers, batching, inference log, port range).
         bento: The bento to serve.
 
     Returns:
-        The running backend (URL, PID, log file).
+        The running backend (URL, PID, process group, log file).
 
     Raises:
-        ServingError: If the process exits, the model fails to load or the deadline passes; the
-            process is stopped first.
+        ServingError: If the process exits, the model fails to load, the deadline passes (the
+            processes are stopped first) or no port of ``backend_port_range`` is free.
 
     Examples:
         >>> from prefect import flow
@@ -342,27 +299,25 @@ def start_bento_server(serving: BentoMLServing, bento: BentoInfo) -> BackendInfo
     (folder / "backends").mkdir(parents=True, exist_ok=True)
     last_error = ""
     for _attempt in range(3):  # a free port can be taken between choosing and binding it
-        port = _free_port()
+        port = _backend_port(serving)
         stem = f"{bento.tag.replace(':', '-')}-{port}"
         log_file = folder / "logs" / f"{stem}.log"
         status_file = folder / "backends" / f"{stem}.status.json"
         status_file.unlink(missing_ok=True)
         started = time.monotonic()
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", bento.tag, "--host", "127.0.0.1", "--port", str(port)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(serving.home()),
-                env=serving.runtime_env(str(status_file)))
+        proc, group = start_group(
+            [sys.executable, "-m", "bentoml", "serve", bento.tag, "--host", "127.0.0.1", "--port", str(port)],
+            log_file, serving.runtime_env(str(status_file)), endpoint_id(serving), cwd=str(serving.home()))
         url = f"http://127.0.0.1:{port}"
         deadline = started + serving.readiness_timeout_s
         reason = None
         while True:
             if proc.poll() is not None:
                 tail = _log_tail(log_file)
+                stop_group(group, timeout_s=5)  # its workers may outlive it
                 if "address already in use" in tail.lower():
                     reason = "port taken"
                     break
-                stop_process_group(proc.pid, None, timeout_s=5)
                 raise ServingError(f"bentoml serve {bento.tag} exited with {proc.returncode} before it was ready. "
                                    f"Log {log_file}:\n{tail}")
             try:
@@ -370,14 +325,14 @@ def start_bento_server(serving: BentoMLServing, bento: BentoInfo) -> BackendInfo
             except ValueError:
                 report = {}
             if report.get("state") == "failed":
-                stop_process_group(proc.pid, None, timeout_s=10)
+                stop_group(group, timeout_s=10)
                 raise ServingError(f"bento {bento.tag} could not load its model: {report.get('error')}. "
                                    f"Log: {log_file}")
             with contextlib.suppress(httpx.HTTPError):
                 if report.get("state") == "ready" and httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                stop_process_group(proc.pid, None, timeout_s=10)
+                stop_group(group, timeout_s=10)
                 raise ServingError(f"bento {bento.tag} was not ready within {serving.readiness_timeout_s:.0f}s "
                                    f"(readiness deadline of the serving block). Log {log_file}:\n{_log_tail(log_file)}")
             time.sleep(0.1)
@@ -385,12 +340,38 @@ def start_bento_server(serving: BentoMLServing, bento: BentoInfo) -> BackendInfo
             last_error = _log_tail(log_file, 500)
             continue
         seconds = time.monotonic() - started
-        logger.info("bentoml serve %s ready on %s in %.1fs (pid %d)", bento.tag, url, seconds, proc.pid)
+        group = record_members(group)
+        logger.info("bentoml serve %s ready on %s in %.1fs (pid %d, workers %s)", bento.tag, url, seconds, proc.pid,
+                    [m["pid"] for m in group["members"]])
         return BackendInfo(bento_tag=bento.tag, model_name=bento.model_name, model_version=bento.model_version,
                            run_id=bento.run_id, data_rev=bento.data_rev, labels=bento.labels, url=url, port=port,
                            pid=proc.pid, log_file=str(log_file), status_file=str(status_file), started_at=_now(),
-                           ready_seconds=seconds)
+                           ready_seconds=seconds, group=group)
     raise ServingError(f"bentoml serve {bento.tag} could not bind a free port after 3 tries: {last_error}")
+
+
+def prediction_problem(prediction: Any, task_type: str | None, classes: list[Any] | None) -> str | None:
+    """Return what is wrong with a prediction for the model's task type (None: it has the right type).
+
+    A classifier answers one of its training labels (compared as text when the JSON types differ,
+    e.g. ``"1"`` vs ``1``); a regressor a finite number. Without a known task type (a bento of an
+    older version) any non-null scalar is accepted.
+
+    Examples:
+        >>> prediction_problem("setosa", "multiclass", ["setosa", "virginica"]) is None
+        True
+        >>> prediction_problem(float("nan"), "regression", None)
+        'nan is not a finite number'
+    """
+    if prediction is None or isinstance(prediction, list | dict):
+        return f"{prediction!r} is not a single label or number"
+    if task_type == "regression":
+        if isinstance(prediction, bool) or not isinstance(prediction, int | float) or not math.isfinite(prediction):
+            return f"{prediction!r} is not a finite number"
+    elif task_type in ("binary", "multiclass") and classes:
+        if prediction not in classes and str(prediction) not in {str(c) for c in classes}:
+            return f"{prediction!r} is not one of the model's classes {classes}"
+    return None
 
 
 def _smoke_records(bento: BentoInfo) -> list[dict[str, Any]]:
@@ -447,6 +428,14 @@ def smoke_test_server(url: str, bento: BentoInfo, timeout_s: float = 30.0) -> Sm
         raise ServingError(f"The smoke request to {url} was answered by model version {version} with "
                            f"{len(body.get('predictions', []))} predictions; expected version {bento.model_version} "
                            f"and {len(records)}.")
+    answers = [("the single record", single.json().get("prediction"))]
+    answers += [(f"batch record {i}", p) for i, p in enumerate(body["predictions"])]
+    for where, prediction in answers:
+        problem = prediction_problem(prediction, bento.task_type, bento.classes)
+        if problem:
+            raise ServingError(f"The smoke request to {url} for {bento.tag} got a wrong prediction for {where}: "
+                               f"{problem}. The model or the service returns the wrong output type for a "
+                               f"{bento.task_type} model; fix the model (or the service) and deploy again.")
     logger.info("Smoke request to %s answered by %s v%s: %s", url, bento.model_name, version, body["predictions"])
     return SmokeResult(url=url, status=batch.status_code, records=len(records), predictions=body["predictions"],
                        model_version=version, latency_ms=latency)
@@ -511,7 +500,10 @@ def _backend_inflight(serving: BentoMLServing, url: str) -> int:
 
 @task(name="stop-bento-server", cache_policy=NO_CACHE)
 def stop_bento_server(serving: BentoMLServing, backend: BackendInfo, drain: bool = True) -> bool:
-    """Stop a backend by PID after the requests it is still answering have finished.
+    """Stop a backend and all its processes (leader and workers) after the requests it still answers finished.
+
+    The leader is asked to stop first (its workers write what they buffer); workers that outlived
+    a killed leader are found by their marker and stopped too, so nothing keeps listening.
 
     Args:
         serving: The BentoML serving block (``drain_timeout_s``).
@@ -537,10 +529,10 @@ def stop_bento_server(serving: BentoMLServing, backend: BackendInfo, drain: bool
             except Exception:  # noqa: BLE001 - no front: nothing can be in flight through it
                 break
             time.sleep(0.05)
-    stopped = stop_process_group(backend.pid, _backend_marker(backend.port))
+    pids = stop_group(_group_of(backend.model_dump(), _backend_marker(backend.port)))
     logger.info("Stopped bentoml serve %s (pid %d): %s", backend.bento_tag, backend.pid,
-                "done" if stopped else "it had already exited")
-    return stopped
+                f"processes {pids}" if pids else "it had already exited")
+    return bool(pids)
 
 
 @task(name="verify-live-endpoint", cache_policy=NO_CACHE)
@@ -592,15 +584,20 @@ def get_serving_status(serving: BentoMLServing) -> dict[str, Any]:
 def serving_status(serving: BentoMLServing | None = None, probe: bool = True) -> dict[str, Any]:
     """Return which bento and model version serve on the endpoint now, since when, and their lineage.
 
+    What answers is the truth: ``model_version`` and ``bento`` name what the endpoint's ``/model``
+    answers (or, with ``probe=False``, the recorded live backend while its processes run), and are
+    None when nothing answers. What was last deployed is under ``deployed`` either way.
+
     Args:
         serving: The BentoML serving block (None: the embedded default on 127.0.0.1:3000).
         probe: Ask the processes (``/model`` of the live endpoint) besides reading the state file.
 
     Returns:
         ``{"url", "state", "model_name", "model_version", "bento", "since", "lineage": {run_id,
-        data_rev, ...}, "front": {...}, "backend": {...}, "inference_log": {written, dropped},
-        "history": [...]}``; ``state`` is ``serving``, ``degraded`` (a process is down),
-        ``stopped`` or ``not deployed``.
+        data_rev, ...}, "deployed": {model_version, bento}, "front": {...}, "backend": {...},
+        "supervisor": {...}, "inference_log": {written, dropped}, "history": [...]}``; ``state`` is
+        ``serving``, ``degraded`` (a process is down or another version answers), ``stopped`` or
+        ``not deployed``.
 
     Examples:
         >>> from tasks.bentoml_serving import serving_status
@@ -615,31 +612,38 @@ def serving_status(serving: BentoMLServing | None = None, probe: bool = True) ->
     state = read_state(serving)
     live = state.get("live")
     front = state.get("front") or {}
+    supervisor = state.get("supervisor") or {}
     out: dict[str, Any] = {"url": serving.endpoint_url(), "state": "not deployed", "model_name": None,
-                           "model_version": None, "bento": None, "since": None, "lineage": {},
-                           "front": {"pid": front.get("pid"), "alive": process_alive(front.get("pid"),
-                                                                                     "bentoml_service.py front"),
+                           "model_version": None, "bento": None, "since": None, "lineage": {}, "deployed": None,
+                           "front": {"pid": front.get("pid"), "alive": front_alive(front),
                                      "started_at": front.get("started_at")},
+                           "supervisor": {"pid": supervisor.get("pid"), "alive": group_alive(supervisor.get("group")),
+                                          "restarts": state.get("restarts") or []},
                            "backend": None, "history": state.get("history") or []}
     if not live:
         return out
-    backend_alive = process_alive(live.get("pid"), _backend_marker(int(live.get("port", 0))))
-    out.update({"model_name": live.get("model_name"), "model_version": live.get("model_version"),
-                "bento": live.get("bento_tag"), "since": live.get("since"),
+    alive_backend = backend_alive(live)
+    out.update({"model_name": live.get("model_name"), "since": live.get("since"),
+                "deployed": {"model_version": live.get("model_version"), "bento": live.get("bento_tag")},
                 "lineage": {"run_id": live.get("run_id"), "data_rev": live.get("data_rev"),
                             **{k: v for k, v in (live.get("labels") or {}).items() if v}},
-                "backend": {"url": live.get("url"), "pid": live.get("pid"), "alive": backend_alive,
+                "backend": {"url": live.get("url"), "pid": live.get("pid"), "alive": alive_backend,
+                            "workers": [m.get("pid") for m in (live.get("group") or {}).get("members") or []],
                             "log_file": live.get("log_file")}})
-    alive = out["front"]["alive"] and backend_alive
-    out["state"] = "serving" if alive else ("stopped" if not (out["front"]["alive"] or backend_alive) else "degraded")
+    alive = out["front"]["alive"] and alive_backend
+    out["state"] = "serving" if alive else ("stopped" if not (out["front"]["alive"] or alive_backend) else "degraded")
+    if alive:
+        out.update({"model_version": live.get("model_version"), "bento": live.get("bento_tag")})
     if probe and alive:
         try:
             info = httpx.get(f"{serving.endpoint_url()}/model", timeout=3.0).json()
             out["answering"] = {"model_version": info.get("model_version"), "bento": info.get("bento_tag"),
                                 "pid": info.get("pid")}
+            out.update({"model_version": info.get("model_version"), "bento": info.get("bento_tag")})
+            if info.get("bento_tag") != live.get("bento_tag"):
+                out["state"] = "degraded"
         except (httpx.HTTPError, ValueError) as exc:
-            out["state"] = "degraded"
-            out["answering"] = {"error": str(exc)}
+            out.update({"state": "degraded", "model_version": None, "bento": None, "answering": {"error": str(exc)}})
     if live.get("model_name"):
         stats = inference_log_stats(serving.log_path(), live["model_name"])
         out["inference_log"] = {"path": str(serving.log_path()), "written": stats["written"],
@@ -648,7 +652,13 @@ def serving_status(serving: BentoMLServing | None = None, probe: bool = True) ->
 
 
 def stop_serving(serving: BentoMLServing | None = None) -> dict[str, Any]:
-    """Stop the live endpoint: its backend(s) and its front, by PID; keep the history.
+    """Stop an endpoint and every process it owns: supervisor, backends with their workers, front.
+
+    The supervisor is stopped first (so nothing is restarted), then the live backend (gracefully:
+    its workers write what they buffer) and the front; last, any process still marked with this
+    endpoint (``$MLOPS_SERVING_ENDPOINT``: a backend a deployment or the supervisor was starting,
+    a worker orphaned by a killed leader) is stopped too. The history is kept.
+    Command line: ``python -m tasks.bentoml_serving stop [--port P | --block NAME]``.
 
     Args:
         serving: The BentoML serving block (None: the embedded default).
@@ -659,125 +669,70 @@ def stop_serving(serving: BentoMLServing | None = None) -> dict[str, Any]:
     Examples:
         >>> from tasks.bentoml_serving import stop_serving
         >>> stop_serving()  # doctest: +SKIP
-        {'stopped': ['backend churn-classifier:v3-... (pid 4242)', 'front (pid 4240)']}
+        {'stopped': ['supervisor (pid 4239)', 'backend churn:v3-... (pids [4242, 4250])', 'front (pid 4240)']}
     """
     serving = serving or BentoMLServing.embedded()
     stopped: list[str] = []
     with _state_lock(serving):
         state = read_state(serving)
+        supervisor = state.get("supervisor") or {}
+        if stop_group(supervisor.get("group"), timeout_s=10):
+            stopped.append(f"supervisor (pid {supervisor.get('pid')})")
         live = state.get("live")
-        if live and stop_process_group(int(live["pid"]), _backend_marker(int(live["port"]))):
-            stopped.append(f"backend {live.get('bento_tag')} (pid {live['pid']})")
+        pids = stop_group(_group_of(live, _backend_marker(int((live or {}).get("port") or 0))))
+        if pids:
+            stopped.append(f"backend {live.get('bento_tag')} (pids {sorted(pids)})")
         front = state.get("front") or {}
-        if front.get("pid") and stop_process_group(int(front["pid"]), "bentoml_service.py front"):
+        if stop_group(_group_of(front, FRONT_MARKER)):
             stopped.append(f"front (pid {front['pid']})")
+        strays = stop_processes(marked_processes(ENDPOINT_ENV, endpoint_id(serving)), timeout_s=10)
+        if strays:
+            stopped.append(f"other processes of the endpoint (pids {sorted(strays)})")
         if live:
             history = state.get("history") or []
             history.append({"bento_tag": live.get("bento_tag"), "model_version": live.get("model_version"),
                             "since": live.get("since"), "until": _now()})
             state["history"] = history[-_HISTORY:]
-        state["live"] = None
-        state["front"] = None
+        state.update({"live": None, "front": None, "supervisor": None})
         _write_state(serving, state)
     return {"stopped": stopped}
 
 
-# -- batch scoring (offline serving) ----------------------------------------------------------------
-class ScoringResult(BaseModel):
-    """What a batch scoring run wrote."""
-
-    model_name: str
-    model_version: str
-    rows: int
-    output_file: str
-    logged: int
-    dropped: int
-    prediction_counts: dict[str, int]
-    seconds: float
+def _block_from_args(args: argparse.Namespace) -> BentoMLServing:
+    if args.block:
+        return BentoMLServing.load(args.block)
+    return BentoMLServing.embedded(port=args.port)
 
 
-@task(name="score-dataset", cache_policy=NO_CACHE)
-def score_dataset(version: ModelVersionInfo, model_dir: str, data_file: str, output_file: str,
-                  log_dir: str | None = None, batch_id: str | None = None, chunk_rows: int = 50_000) -> ScoringResult:
-    """Score a dataset with a registered model version, write the predictions and log them like online ones.
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``stop`` / ``status`` / ``heal`` an endpoint, or run its ``supervise`` loop.
 
-    The same prediction code as the online service (:class:`tasks.bentoml_service.Predictor`), so
-    batch and online outputs agree. Each row gets a request id ``batch-<batch id>-<row>``, so its
-    ground truth can be attached later; columns the model does not use (ids, target, timestamps)
-    are carried through to the output.
-
-    Args:
-        version: The registered version.
-        model_dir: Its local MLflow model folder.
-        data_file: CSV or Parquet file to score.
-        output_file: Parquet file to write (request id, model name / version, scored_at, the input
-            columns, prediction, score).
-        log_dir: Inference log folder (None: do not log).
-        batch_id: Id of this batch (default: random); part of the request ids.
-        chunk_rows: Rows scored per ``predict`` call.
-
-    Returns:
-        Rows scored, the output file, records logged / dropped, counts per predicted value.
-
-    Raises:
-        DataValidationError: If the dataset lacks a column of the model's signature or is unreadable.
-
-    Examples:
-        >>> from prefect import flow
-        >>> @flow
-        ... def score(v, folder: str) -> int:
-        ...     return score_dataset(v, folder, "data/new.parquet", "/tmp/scores.parquet").rows
+    ``python -m tasks.bentoml_serving stop --block local-serving`` stops the endpoint and all its
+    processes (exposed as ``prefect-mlops stop-endpoint``); ``heal`` restarts a dead front or backend
+    once (what a scheduled ``watch-serving`` check would run).
     """
-    import numpy as np
-    import pandas as pd
+    parser = argparse.ArgumentParser(prog="python -m tasks.bentoml_serving", description=main.__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["stop", "status", "heal", "supervise"])
+    parser.add_argument("--block", default=None, help="saved BentoMLServing block (default: the embedded one)")
+    parser.add_argument("--port", type=int, default=3000, help="port of the embedded endpoint (without --block)")
+    parser.add_argument("--config", default=None, help=argparse.SUPPRESS)  # the supervisor's block, as JSON
+    args = parser.parse_args(argv)
+    if args.command == "supervise":
+        from tasks.bentoml_supervisor import run_supervisor
 
-    from tasks.bentoml_packaging import read_mlflow_signature
-    from tasks.bentoml_service import Predictor, load_mlflow_model
-    from tasks.exceptions import DataValidationError
-    from tasks.inference_log import InferenceLogWriter
-    from tasks.sample_data import read_frame
+        return run_supervisor(BentoMLServing.model_validate_json(Path(args.config).read_text()))
+    serving = _block_from_args(args)
+    if args.command == "stop":
+        result: dict[str, Any] = stop_serving(serving)
+    elif args.command == "heal":
+        from tasks.bentoml_supervisor import heal_endpoint
 
-    logger = run_logger()
-    started = time.perf_counter()
-    columns, _ = read_mlflow_signature(model_dir)
-    features = [c["name"] for c in columns]
-    frame = read_frame(data_file)
-    missing = [f for f in features if f not in frame.columns]
-    if missing:
-        raise DataValidationError(f"Cannot score {data_file} with {version.name} v{version.version}: it lacks the "
-                                  f"model's column(s) {missing}.", [f"missing column {m}" for m in missing])
-    predictor = Predictor(load_mlflow_model(model_dir))
-    batch_id = batch_id or secrets.token_hex(6)
-    scored_at = time.time()
-    writer = InferenceLogWriter(log_dir, version.name, version.version, source="batch", start_thread=False,
-                                max_buffered=max(len(frame), 1) + 1,
-                                feature_types={c["name"]: str(c["type"]) for c in columns}) if log_dir else None
-    predictions, scores = [], []
-    for start in range(0, len(frame), chunk_rows):
-        chunk = frame.iloc[start:start + chunk_rows][features].reset_index(drop=True)
-        pred, score = predictor(chunk)
-        predictions.append(pred)
-        scores.append(np.full(len(chunk), np.nan) if score is None else score)
-        if writer is not None:
-            ids = [f"batch-{batch_id}-{i}" for i in range(start, start + len(chunk))]
-            writer.log(ids, [scored_at] * len(chunk), chunk, pred, score)
-    out = frame.reset_index(drop=True).copy()
-    out.insert(0, "request_id", [f"batch-{batch_id}-{i}" for i in range(len(frame))])
-    out.insert(1, "model_name", version.name)
-    out.insert(2, "model_version", str(version.version))
-    out.insert(3, "scored_at", pd.Timestamp(scored_at, unit="s", tz="UTC"))
-    out["prediction"] = np.concatenate(predictions) if predictions else np.array([])
-    out["score"] = np.concatenate(scores) if scores else np.array([])
-    Path(output_file).parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(output_file, index=False)
-    logged = dropped = 0
-    if writer is not None:
-        writer.close()
-        logged, dropped = writer.written, writer.dropped
-    counts = {str(k): int(v) for k, v in out["prediction"].value_counts().items()}
-    seconds = time.perf_counter() - started
-    logger.info("Scored %d rows of %s with %s v%s in %.1fs -> %s (logged %d, dropped %d)", len(out), data_file,
-                version.name, version.version, seconds, output_file, logged, dropped)
-    return ScoringResult(model_name=version.name, model_version=str(version.version), rows=len(out),
-                         output_file=str(output_file), logged=logged, dropped=dropped, prediction_counts=counts,
-                         seconds=seconds)
+        result = heal_endpoint(serving)
+    else:
+        result = serving_status(serving)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

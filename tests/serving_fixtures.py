@@ -175,27 +175,27 @@ def latest_artifact(key: str) -> str | None:
 
 
 def serving_processes() -> list[str]:
-    """Serving processes (bentoml serve, its workers, the front) of this test session still running.
+    """Serving processes (bentoml serve, its workers, the front, the supervisor) of this test session still running.
 
     A process belongs to this session when it inherited its ``PREFECT_MLOPS_HOME`` (other test
     sessions may run on the same machine at the same time); zombies are not running.
     """
-    marker = f"PREFECT_MLOPS_HOME={os.environ.get('PREFECT_MLOPS_HOME', '')}".encode()
+    import psutil
+
+    home = os.environ.get("PREFECT_MLOPS_HOME", "")
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-            if state == "Z" or not ("bentoml serve" in cmd or "bentoml_service.py front" in cmd
-                                    or "_bentoml_impl.worker" in cmd):
+            cmd = " ".join(proc.cmdline())
+            if proc.status() == psutil.STATUS_ZOMBIE or not any(
+                    m in cmd for m in ("bentoml serve", "bentoml_service.py front", "_bentoml_impl.worker",
+                                       "tasks.bentoml_serving supervise")):
                 continue
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+            if proc.environ().get("PREFECT_MLOPS_HOME") != home:
                 continue
-        except OSError:
+        except psutil.Error:
             continue
-        out.append(f"{entry.name}: {cmd[:160]}")
+        out.append(f"{proc.pid}: {cmd[:160]}")
     return out
 
 

@@ -95,8 +95,9 @@ class Traffic:
 def test_deploy_serves_the_champion_on_the_stable_url(first: Any, block: Any, serving_registry: Any) -> None:
     assert first.status == "deployed" and first.model_version == "1" and first.previous_version is None
     assert first.url == block.endpoint_url() and first.dockerfile and Path(first.dockerfile).is_file()
-    assert "FROM " in (latest_artifact(f"{serving_registry.model}-dockerfile") or "")
-    assert "v1 serves at" in (latest_artifact(f"{serving_registry.model}-deployment-summary") or "")
+    summary_artifact = latest_artifact(f"{serving_registry.model}-deployment-summary") or ""
+    assert "v1 serves at" in summary_artifact and f"Dockerfile: `{first.dockerfile}`" in summary_artifact
+    assert latest_artifact(f"{serving_registry.model}-dockerfile") is None  # the file is named, not pasted (issue 9)
     response = httpx.post(f"{first.url}/predict", json=sample_record(serving_registry))
     assert response.status_code == 200 and response.json()["model_version"] == "1"
     status = serving_status(block)
@@ -162,9 +163,11 @@ def test_broken_version_leaves_the_old_one_serving_and_restores_the_alias(
 
 def test_stop_leaves_no_process_behind(block: Any) -> None:
     status = serving_status(block)
-    pids = [status["front"]["pid"], status["backend"]["pid"]]
+    pids = [status["front"]["pid"], status["backend"]["pid"], status["supervisor"]["pid"],
+            *status["backend"]["workers"]]
+    assert status["supervisor"]["alive"] and status["backend"]["workers"]
     stopped = stop_serving(block)
-    assert len(stopped["stopped"]) == 2
+    assert [s.split(" ")[0] for s in stopped["stopped"]] == ["supervisor", "backend", "front"], stopped
     deadline = time.monotonic() + 10
     while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
