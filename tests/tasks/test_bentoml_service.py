@@ -115,7 +115,7 @@ HUGE = "1" + "0" * 400
     ("integer below int64", "year", "-9223372036854775809"),
     ("309-digit integer in an integer field", "year", "1" + "0" * 308),
     ("5000-digit integer in an integer field", "body", "9" * 5000),  # beyond the JSON parser: 400 for the body
-    ("309-digit integer in a float field", "bill_length_mm", "1" + "0" * 308),
+    ("309-digit integer beyond float64 in a float field", "bill_length_mm", "2" + "0" * 308),
     ("float overflowing", "body_mass_g", "1e400"),
     ("negative float overflowing", "body_mass_g", "-1e400"),
     ("string in a float field", "flipper_length_mm", '"12.5"'),
