@@ -67,7 +67,15 @@ class Load:
 
 
 def workers_of(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children(recursive=True) if "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    """The live ``bentoml serve`` workers under a leader (a killed worker stays a zombie until reaped)."""
+    out = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and "_bentoml_impl.worker" in " ".join(proc.cmdline()):
+                out.append(proc)
+        except psutil.Error:
+            continue
+    return out
 
 
 def assert_log_holds_exactly_the_answered(block: Any, model_name: str, load: Load) -> None:
