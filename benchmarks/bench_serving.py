@@ -17,6 +17,18 @@ uvloop when installed), bounded in time and in request count, to 127.0.0.1 only.
 run one at a time, so they never compete for the two cores.
 
 Goal (issue 3): LR at 8 connections, ours >= 5x ``mlflow models serve`` and p99 <= 50 ms.
+
+Variants of our backend measured in the same run (``--variants journal,no-journal --repeat 3``): each is a
+``bentoml serve`` of the same bento started with settings overridden through ``$MLOPS_SERVING_OVERRIDES``,
+loaded directly (no front), the variants interleaved ``--repeat`` times; the table gives the median rps and p99
+of each and the ratio to the first variant. The machine is shared and noisy: compare variants of one run only.
+
+* ``journal`` / ``no-journal``: every prediction written to the inference log's journal before the answer
+  (survives SIGKILL), or buffered in memory (lost if the process dies);
+* ``no-batching``: ``max_batch_size=1`` (why the micro-batcher exists);
+* ``no-timeout-patch``: BentoML's TimeoutMiddleware left as shipped (why the patch exists; run it with
+  ``--duration 60 --connections 32`` to see the effect on p99);
+* ``in-loop``: the model scored in the event loop instead of a worker thread.
 """
 
 from __future__ import annotations
@@ -35,6 +47,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS: dict[str, dict[str, Any]] = {
+    "journal": {"journal": True},
+    "no-journal": {"journal": False},
+    "no-batching": {"max_batch_size": 1},
+    "no-timeout-patch": {"patch_timeout_middleware": False},
+    "in-loop": {"predict_in_thread": False},
+}
 MODELS = {
     "lr": ("bench-lr", "LogisticRegression", {"estimator": "sklearn.linear_model.LogisticRegression",
                                               "params": {"max_iter": 1000}, "search_space": {"C": [1.0]}}),
@@ -191,6 +210,49 @@ def in_process_rate(model_dir: str, record: dict[str, Any], seconds: float = 3.0
             "p99_ms": lat[int(0.99 * len(lat))] * 1000, "seconds": elapsed}
 
 
+def measure_variants(serving: Any, version: Any, model_dir: str, label: str, body: bytes, conns: list[int],
+                     variants: list[str], repeat: int, duration: float, tmp: Path) -> list[dict[str, Any]]:
+    """Measure backend variants (settings overrides) interleaved ``repeat`` times; return one median row each."""
+    import statistics
+
+    from tasks.bentoml_packaging import build_bento
+    from tasks.bentoml_service import OVERRIDES_ENV
+    from tasks.bentoml_serving import start_bento_server, stop_bento_server
+
+    bento = build_bento.fn(serving, version, model_dir)  # the deployed bento, reused
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for round_ in range(repeat):
+        for variant in variants:
+            os.environ[OVERRIDES_ENV] = json.dumps(VARIANTS[variant])
+            try:
+                backend = start_bento_server.fn(serving, bento)
+            finally:
+                os.environ.pop(OVERRIDES_ENV, None)
+            try:
+                for c in conns:
+                    row = run_load(backend.port, "/predict", body, c, duration, tmp)
+                    runs.setdefault((variant, c), []).append(row)
+                    print(f"  {variant:<16} c={c:<3} round {round_ + 1}: {row['rps']:8.0f} rps  "
+                          f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}",
+                          flush=True)
+            finally:
+                stop_bento_server.fn(serving, backend, drain=False)
+    out = []
+    for (variant, c), rows in runs.items():
+        out.append({"model": label, "server": f"backend[{variant}]", "connections": c,
+                    "requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
+                    "rps": statistics.median(r["rps"] for r in rows),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in rows),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in rows), "rounds": [r["rps"] for r in rows]})
+    first = variants[0]
+    for row in out:
+        base = next(r for r in out if r["server"] == f"backend[{first}]" and r["connections"] == row["connections"])
+        row["vs_first"] = row["rps"] / base["rps"] if base["rps"] else float("nan")
+        print(f"  median {row['server']:<26} c={row['connections']:<3} {row['rps']:8.0f} rps  "
+              f"p99 {row['p99_ms']:6.1f} ms  ({row['vs_first']:.2f}x {first}; rounds {row['rounds']})", flush=True)
+    return out
+
+
 # -- the run ---------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -200,6 +262,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="bentoml serve workers of our endpoint")
     parser.add_argument("--home", default=None, help="state folder (default: a new temporary one)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--variants", default="", help=f"backend variants compared in this run: {','.join(VARIANTS)}")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the variants (medians are reported)")
+    parser.add_argument("--skip-mlflow", action="store_true", help="do not measure mlflow models serve")
     parser.add_argument("--load-client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -262,6 +327,11 @@ def main() -> None:
                 results.append({"model": label, "server": "ours", "connections": c, **row})
                 print(f"  ours        c={c:<3} {row['rps']:8.0f} rps  p50 {row['p50_ms']:6.1f} ms  "
                       f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}", flush=True)
+            if args.variants:
+                results += measure_variants(serving, version, model_dir, label, ours_body, conns,
+                                            args.variants.split(","), args.repeat, args.duration, tmp)
+            if args.skip_mlflow:
+                continue
             proc, port = start_mlflow_serve(name, version.version, mlflow_server.tracking_uri,
                                             tmp / f"mlflow-serve-{name}.log")
             try:
@@ -278,7 +348,7 @@ def main() -> None:
     names = [MODELS[key][0] for key in args.models.split(",")]
     stats = [inference_log_stats(serving.log_path(), name) for name in names]
     log = {"written": sum(s["written"] for s in stats), "dropped": sum(s["dropped"] for s in stats)}
-    served = sum(r["requests"] for r in results if r["server"] == "ours")
+    served = sum(r["requests"] for r in results if r["server"] == "ours" or r["server"].startswith("backend["))
 
     print()
     print("| model | server | conns | rps | p50 ms | p99 ms | errors | vs mlflow serve |")

@@ -46,7 +46,7 @@ def test_predictions_are_partitioned_by_day_and_hour_and_read_back(tmp_path: Pat
     frame = read_inference_log(tmp_path, "churn")
     assert frame["request_id"].tolist() == ids
     assert list(frame.columns) == ["request_id", "timestamp", "model_name", "model_version", "source", "tenure",
-                                   "plan", "calls", "prediction", "score"]
+                                   "plan", "calls", "prediction", "score", "probabilities"]
     assert str(frame["timestamp"].dt.tz) == "UTC" and frame["timestamp"].iloc[0] == pd.Timestamp(T0)
     assert set(frame["model_version"]) == {"7"} and set(frame["source"]) == {"online"}
     assert frame["calls"].dtype == "int64" and frame["prediction"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0]
@@ -137,7 +137,7 @@ def test_bad_ground_truth_is_a_clear_error(tmp_path: Path) -> None:
 def test_an_empty_log_reads_as_an_empty_frame_with_the_base_columns(tmp_path: Path) -> None:
     frame = read_inference_log(tmp_path, "never-served", with_labels=True)
     assert frame.empty and {"request_id", "timestamp", "model_version", "prediction", "label"} <= set(frame.columns)
-    assert inference_log_stats(tmp_path, "never-served") == {"written": 0, "dropped": 0, "writers": []}
+    assert inference_log_stats(tmp_path, "never-served") == {"written": 0, "dropped": 0, "rejected": 0, "writers": []}
 
 
 def test_record_lists_are_written_with_the_signature_types(tmp_path: Path) -> None:
