@@ -27,7 +27,6 @@ from tasks import lineage as L
 from tasks.data_validation import resolve_data_contract, validate_dataset
 from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5, version_dataset
 from tasks.events import DATA_VALIDATION_FAILED, DATA_VERSIONED, MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
-from tasks.exceptions import RegistryError, TrainingConfigError
 from tasks.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -48,7 +47,7 @@ from tasks.mlflow_tracking import (
     run_url,
     start_pipeline_run,
 )
-from tasks.model_evaluation import Evaluation, evaluate_model
+from tasks.model_evaluation import evaluate_champion, evaluate_model
 from tasks.monitoring_data import build_feedback_dataset, window_bounds
 from tasks.prefect_artifacts import publish_report
 from tasks.promotion_gate import gate_challenger
@@ -56,11 +55,11 @@ from tasks.sample_data import generate_sample_batch
 from tasks.sklearn_training import (
     TrainingSpec,
     expand_trials,
+    resolve_training_task,
     select_best_trial,
     split_dataset,
     split_files_exist,
-    train_trial,
-    trial_models_exist,
+    submit_trials,
 )
 
 
@@ -82,6 +81,7 @@ class TrainingSummary(BaseModel):
     metrics: dict[str, float]
     champion_metrics: dict[str, float] = {}
     reused: bool = False
+    task_type: str = ""
 
     def render(self) -> str:
         """Return a readable summary."""
@@ -175,8 +175,8 @@ def continuous_training(
 
     init_data_repo(data_repo)
     if data_file is None and read_dvc_md5(data_repo.repo_path, dataset_path) is None:
-        data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"),
-                                          task_type=spec.task_type)
+        data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"), task_type=(
+            "regression" if spec.task_type == "regression" else "classification"))
     if data_file is None and (feedback_hours or feedback_since) and read_dvc_md5(data_repo.repo_path, dataset_path):
         current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
         since = feedback_since or window_bounds(feedback_hours or 24.0)[0]
@@ -189,8 +189,10 @@ def continuous_training(
                      labels={"mlops.origin": "continuous-training"})
     local_file = pull_dataset(data_repo, dataset_path, version.rev, str(home / "cache" / "data"))
 
+    # The task type (and a policy naming metrics it cannot produce) is settled before any trial.
+    task = resolve_training_task(local_file, target, spec, policy, required=False)
     contract = contract or resolve_data_contract(local_file, str(contract_file(model_name)), target,
-                                                 classification=spec.task_type == "classification")
+                                                 classification=task is None or task.task_type != "regression")
     report = validate_dataset(local_file, contract)
     if not report.passed:
         emit_model_event(DATA_VALIDATION_FAILED, model_name, {"dataset_path": dataset_path, "rev": version.rev,
@@ -199,10 +201,14 @@ def continuous_training(
                        "# Data validation failed\n\nNothing was trained or promoted.\n\n"
                        + "\n".join(f"- **{v.check}** {v.message}" for v in report.violations))
         report.raise_for_violations()
+    task = task or resolve_training_task(local_file, target, spec, policy)
+    rules = policy.resolved(task.task_type)
+    concrete = spec.resolved(task.task_type, getattr(contract, "time_column", None))
+    roles = contract.feature_roles() if hasattr(contract, "feature_roles") else None
 
     lineage = {**capture, L.TAG_DATA_REV: version.rev, L.TAG_DATA_MD5: version.md5, L.TAG_DATA_PATH: dataset_path,
                L.TAG_DATA_REPO: data_repo.repo_url or data_repo.repo_path, L.TAG_DATA_REMOTE: data_repo.remote_url,
-               L.TAG_ESTIMATOR: spec.estimator, L.TAG_TARGET: target}
+               L.TAG_ESTIMATOR: concrete.estimator or "", L.TAG_TARGET: target, **task.tags()}
     key = training_key(version.md5, spec, target, policy.model_dump_json())
     champion = get_alias_version(mlflow_server, model_name, CHAMPION)
     existing = find_version_by_tag(mlflow_server, model_name, L.TAG_TRAINING_KEY, key)
@@ -214,52 +220,55 @@ def continuous_training(
             promoted=False, aliases=existing.aliases, verdict=existing.tags.get(L.TAG_GATE_VERDICT, "unknown"),
             reasons=["identical data and settings: no new version"], reused=True,
             champion_before=champion.version if champion else None,
-            champion_after=champion.version if champion else None, metrics={})
+            champion_after=champion.version if champion else None, metrics={}, task_type=task.task_type)
         print(summary.render())
         return summary
 
     run_id = start_pipeline_run(mlflow_server, experiment_id, f"{model_name}-{flow_run.name or 'ad-hoc'}",
                                 {**lineage, L.TAG_TRAINING_KEY: key},
-                                {"estimator": spec.estimator, "target": target, **spec.params,
-                                 "search_space": json.dumps(spec.search_space), "split": spec.split})
+                                {"estimator": concrete.estimator, "target": target, **(concrete.params or {}),
+                                 "search_space": json.dumps(concrete.search_space), "split": concrete.split,
+                                 "task_type": task.task_type})
     try:
         source = f"{lineage[L.TAG_DATA_REPO]}/{dataset_path}@{version.rev}"
         log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
         split_dir, model_dir = str(home / "cache" / "splits"), str(home / "cache" / "models")
         # Cached results name files; if the files are gone, recompute and overwrite the cache entry.
-        refresh = not split_files_exist(local_file, spec, split_dir)
-        split = split_dataset.with_options(refresh_cache=refresh)(local_file, target, spec, split_dir)
-        trials = expand_trials(spec)
-        refresh = not trial_models_exist(split, target, spec, trials, model_dir)
-        futures = train_trial.with_options(refresh_cache=refresh).map(
-            unmapped(split), target, unmapped(spec), trials, list(range(len(trials))), model_dir)
-        results = futures.result()
-        log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, spec.estimator).result()
-        best = select_best_trial(results, spec.metric())
+        refresh = not split_files_exist(local_file, concrete, split_dir)
+        split = split_dataset.with_options(refresh_cache=refresh)(local_file, target, concrete, split_dir, roles,
+                                                                  task.task_type)
+        # One task per trial; only trials whose model file is missing are refit (resume after a crash).
+        results = [f.result() for f in submit_trials(split, target, concrete, expand_trials(concrete), model_dir,
+                                                     task)]
+        log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, concrete.estimator).result()
+        best = select_best_trial(results, concrete.metric(task.task_type))
 
         plot_dir = str(home / "cache" / "plots" / run_id)
-        evaluation = evaluate_model(best.model_path, split.test, target, spec.task_type, split.features,
-                                    policy.slice_columns, policy.sensitive_attribute, policy.primary_metric,
-                                    policy.min_slice_rows, plot_dir)
-        champion_eval: Evaluation | None = None
+        scoring = {"slice_columns": rules.slice_columns, "sensitive_attribute": rules.sensitive_attribute,
+                   "primary_metric": rules.primary_metric, "min_slice_rows": rules.min_slice_rows,
+                   "classes": task.classes, "positive_label": task.positive_label,
+                   "fairness_metric": rules.fairness_metric}
+        evaluation = evaluate_model(best.model_path, split.test, target, task.task_type, split.features,
+                                    plot_dir=plot_dir, **scoring)
+        champion_score = None
         if champion is not None:
-            try:
-                champion_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
-                champion_eval = evaluate_model(champion_dir, split.test, target, spec.task_type, split.features,
-                                               policy.slice_columns, policy.sensitive_attribute,
-                                               policy.primary_metric, policy.min_slice_rows, label="champion")
-            except (RegistryError, TrainingConfigError) as exc:
-                logger.warning("Champion v%s cannot be scored on this test set (%s); the gate compares against "
-                               "an empty champion record", champion.version, exc)
-        verdict = gate_challenger(evaluation, champion_eval, policy, champion.version if champion else None)
+            # A registry or download error fails the run here (nothing promoted); only a champion that
+            # genuinely cannot score this test set comes back as `unscorable`, for the gate's policy.
+            champion_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
+            champion_score = evaluate_champion(champion_dir, split.test, target, task.task_type, split.features,
+                                               **scoring)
+        champion_eval = champion_score.evaluation if champion_score else None
+        verdict = gate_challenger(evaluation, champion_eval, rules, champion.version if champion else None,
+                                  champion_score.unscorable if champion_score else None)
         log_evaluation(mlflow_server, run_id, evaluation)
         model_uri = log_sklearn_model(mlflow_server, run_id, best.model_path, split.test, split.features)
 
         gate_tags = {L.TAG_GATE_VERDICT: verdict.label,
-                     L.TAG_GATE_REASONS: json.dumps(verdict.reasons or verdict.passed),
-                     L.TAG_GATE_CHAMPION: verdict.champion_version or "none",
+                     L.TAG_GATE_REASONS: json.dumps(verdict.stated_reasons),
+                     L.TAG_GATE_CHAMPION: verdict.champion_version or "none", **verdict.tags(),
                      L.TAG_PARAMS: json.dumps(best.params, sort_keys=True, default=str),
-                     L.TAG_FEATURES: json.dumps(split.features),
+                     L.TAG_FEATURES: json.dumps(split.features), L.TAG_COLUMN_ROLES: json.dumps(split.roles),
+                     L.TAG_TIME_COLUMN: split.time_column,
                      L.TAG_TEST_METRICS: json.dumps(evaluation.metrics, sort_keys=True)}
         registered = register_model_version(mlflow_server, model_name, model_uri, run_id,
                                             {**lineage, **gate_tags, L.TAG_TRAINING_KEY: key})
@@ -287,10 +296,11 @@ def continuous_training(
     summary = TrainingSummary(
         model_name=model_name, data_rev=version.rev, data_md5=version.md5, run_id=run_id,
         run_url=run_url(mlflow_server, experiment_id, run_id), model_version=registered.version,
-        promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.reasons or verdict.passed,
+        promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.stated_reasons,
         champion_before=champion.version if champion else None,
         champion_after=registered.version if verdict.promote else (champion.version if champion else None),
-        metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {})
+        metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {},
+        task_type=task.task_type)
     table = [{"metric": k, "challenger": round(v, 5),
               "champion": round(summary.champion_metrics[k], 5) if k in summary.champion_metrics else None}
              for k, v in sorted(evaluation.metrics.items())]

@@ -256,3 +256,53 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
     return Evaluation(model=label, rows=len(frame), metrics=metrics, slice_metrics=slices, slice_gaps=gaps,
                       fairness=fairness, plots=plots, task_type=task_type, classes=classes,
                       positive_label=positive, features=features, test_digest=file_digest(test_file))
+
+
+class ChampionScore(BaseModel):
+    """The champion on the new test set: its evaluation, or why it genuinely cannot score that data."""
+
+    evaluation: Evaluation | None = None
+    unscorable: str | None = None
+
+
+@task(name="evaluate-champion", cache_policy=NO_CACHE)
+def evaluate_champion(model_dir: str, test_file: str, target: str, task_type: str, features: list[str],
+                      slice_columns: list[str] | None = None, sensitive_attribute: str | None = None,
+                      primary_metric: str | None = None, min_slice_rows: int = 30, classes: list[Any] | None = None,
+                      positive_label: Any = None, fairness_metric: str | None = None) -> ChampionScore:
+    """Score the champion on the challenger's test set; a champion that cannot score it is a result, not an error.
+
+    Only :class:`ModelUnscorableError` (its columns, labels or task type differ) becomes
+    ``unscorable``, which the gate handles by policy. Anything else (a model file that does not
+    load, a disk error) propagates and fails the run: an infrastructure error is never "no champion".
+
+    Args:
+        model_dir: The champion's local MLflow model folder (``download_model_version``).
+        test_file: The challenger's test split.
+        target: Target column.
+        task_type: The task type of this training.
+        features: The challenger's features (the champion's own input columns take precedence).
+        slice_columns: Columns to slice by.
+        sensitive_attribute: Column for the fairness disparity.
+        primary_metric: Metric compared across slices.
+        min_slice_rows: Slices smaller than this do not count towards the gap.
+        classes: The training label set.
+        positive_label: The positive label of a binary task.
+        fairness_metric: fairlearn metric for classifiers.
+
+    Returns:
+        The champion's evaluation, or the reason it cannot score this test set.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def compare(champion_dir: str, test: str) -> bool:
+        ...     return evaluate_champion(champion_dir, test, "churned", "binary", ["tenure_months"]).unscorable is None
+    """
+    try:
+        return ChampionScore(evaluation=evaluate_model.fn(
+            model_dir, test_file, target, task_type, features, slice_columns, sensitive_attribute, primary_metric,
+            min_slice_rows, None, "champion", classes, positive_label, fairness_metric))
+    except ModelUnscorableError as exc:
+        run_logger().warning("Champion cannot be scored on this test set: %s", exc)
+        return ChampionScore(unscorable=str(exc))

@@ -73,11 +73,12 @@ class TrainingSpec(BaseModel):
         """Return a short stable hash of the spec (part of cache and training keys)."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
-    def resolved(self, task_type: str) -> TrainingSpec:
+    def resolved(self, task_type: str, time_column: str | None = None) -> TrainingSpec:
         """Return a copy with a concrete task type, estimator, parameters and search space.
 
         Args:
             task_type: ``binary``, ``multiclass`` or ``regression`` (from :func:`resolve_training_task`).
+            time_column: The data contract's time column, which replaces ``time_column`` when given.
 
         Returns:
             The concrete spec.
@@ -88,7 +89,8 @@ class TrainingSpec(BaseModel):
         return self.model_copy(update={
             "task_type": task_type, "estimator": estimator,
             "params": dict(self.params if self.params is not None else params),
-            "search_space": dict(self.search_space if self.search_space is not None else space)})
+            "search_space": dict(self.search_space if self.search_space is not None else space),
+            "time_column": time_column or self.time_column})
 
     def metric(self, task_type: str | None = None) -> str:
         """Return the metric that picks the best trial (the task type's primary metric by default)."""

@@ -62,6 +62,7 @@ class SplitFiles(BaseModel):
     rows: dict[str, int]
     features: list[str]
     roles: dict[str, str] = Field(default_factory=dict)
+    time_column: str = ""
 
 
 class TrialResult(BaseModel):
@@ -237,7 +238,8 @@ def split_dataset(dataset_file: str, target: str, spec: TrainingSpec, output_dir
     logger.info("Split %s: %d / %d / %d rows; features by role %s", Path(dataset_file).name, len(train), len(valid),
                 len(test), chosen)
     return SplitFiles(**paths, rows={"train": len(train), "valid": len(valid), "test": len(test)},
-                      features=list(chosen), roles=chosen)
+                      features=list(chosen), roles=chosen,
+                      time_column=spec.time_column if spec.time_column in frame.columns else "")
 
 
 def _trial_key(split: SplitFiles, target: str, spec: TrainingSpec, params: dict[str, Any]) -> str:
