@@ -267,8 +267,8 @@ def continuous_training(
                      L.TAG_GATE_REASONS: json.dumps(verdict.stated_reasons),
                      L.TAG_GATE_CHAMPION: verdict.champion_version or "none", **verdict.tags(),
                      L.TAG_PARAMS: json.dumps(best.params, sort_keys=True, default=str),
-                     L.TAG_FEATURES: json.dumps(split.features), L.TAG_COLUMN_ROLES: json.dumps(split.roles),
-                     L.TAG_TIME_COLUMN: split.time_column,
+                     L.TAG_FEATURES: json.dumps(split.features), L.TAG_TIME_COLUMN: split.time_column,
+                     L.TAG_COLUMN_ROLES: json.dumps(split.column_roles or split.roles),
                      L.TAG_TEST_METRICS: json.dumps(evaluation.metrics, sort_keys=True)}
         registered = register_model_version(mlflow_server, model_name, model_uri, run_id,
                                             {**lineage, **gate_tags, L.TAG_TRAINING_KEY: key})

@@ -33,7 +33,7 @@ from tasks.exceptions import TrainingConfigError
 from tasks.logs import run_logger
 from tasks.model_scoring import class_probabilities, positive_scores, score_predictions
 from tasks.sample_data import read_frame
-from tasks.sklearn_preprocessing import build_pipeline, feature_roles
+from tasks.sklearn_preprocessing import build_pipeline, feature_roles, infer_column_roles
 from tasks.sklearn_spec import (
     DEFAULT_ESTIMATORS,
     TaskInfo,
@@ -54,7 +54,11 @@ __all__ = ["DEFAULT_ESTIMATORS", "LOWER_IS_BETTER", "TaskInfo", "TrainingSpec", 
 
 
 class SplitFiles(BaseModel):
-    """Local Parquet files of one split, named by the data hash, and the model's features with their roles."""
+    """Local Parquet files of one split, named by the data hash, and the model's features with their roles.
+
+    ``roles`` holds the model's features only; ``column_roles`` every column of the data (identifiers,
+    free text, the target and the time column included), as recorded in the ``mlops.column_roles`` tag.
+    """
 
     train: str
     valid: str
@@ -63,6 +67,7 @@ class SplitFiles(BaseModel):
     features: list[str]
     roles: dict[str, str] = Field(default_factory=dict)
     time_column: str = ""
+    column_roles: dict[str, str] = Field(default_factory=dict)
 
 
 class TrialResult(BaseModel):
@@ -239,7 +244,8 @@ def split_dataset(dataset_file: str, target: str, spec: TrainingSpec, output_dir
                 len(test), chosen)
     return SplitFiles(**paths, rows={"train": len(train), "valid": len(valid), "test": len(test)},
                       features=list(chosen), roles=chosen,
-                      time_column=spec.time_column if spec.time_column in frame.columns else "")
+                      time_column=spec.time_column if spec.time_column in frame.columns else "",
+                      column_roles={**infer_column_roles(frame, target), **(roles or {}), target: "target"})
 
 
 def _trial_key(split: SplitFiles, target: str, spec: TrainingSpec, params: dict[str, Any]) -> str:
