@@ -5,6 +5,10 @@ and in front of a logistic regression, and prints the median wall time of ``--re
 number of output columns and the skops save + load time.
 
     .venv/bin/python benchmarks/bench_preprocessing.py [--rows 300000] [--repeats 3]
+
+Seen here (300k rows, 3 repeats, medians, 2 cores shared with other jobs, load ~20): preprocessing fit
+15.5 s (by role) vs 107.7 s (TableVectorizer); pipeline with logistic regression 22.4 s vs 113.2 s;
+output columns 25 vs 23; skops round trip 0.45 s vs 7.8 s.
 """
 
 from __future__ import annotations

@@ -16,8 +16,11 @@ the fitted pipeline saves with skops' trusted types and loads in a serving proce
   model with every new value).
 
 Why not ``skrub.TableVectorizer`` for the whole table: it re-infers roles on every fit (the contract
-already fixed them), encodes high-cardinality strings we exclude on purpose, and was slower on the
-300k-row churn sample (``benchmarks/bench_preprocessing.py``; figures in its docstring).
+already fixed them), encodes high-cardinality strings we exclude on purpose, and was about 7x slower
+on the 300k-row churn sample. ``benchmarks/bench_preprocessing.py --rows 300000 --repeats 3`` (10
+features + the timestamp as a date feature, medians, 2 shared cores under load ~20): fit of the
+preprocessing 15.5 s (ours) vs 107.7 s (TableVectorizer); with a logistic regression 22.4 s vs
+113.2 s; skops save + load of the fitted pipeline 0.45 s vs 7.8 s. Both save with skops' trusted types.
 """
 
 from __future__ import annotations
