@@ -147,3 +147,42 @@ def test_a_champion_download_failure_fails_the_run_and_promotes_nothing(
     runs = client.search_runs([experiment.experiment_id], "tags.`mlops.data.path` = 'data/mx-infra.parquet'",
                               order_by=["attributes.start_time DESC"])
     assert runs[0].info.status == "FAILED" and runs[0].info.run_id != first.run_id
+
+
+def test_dates_as_strings_are_date_features_and_the_registered_model_serves_them(
+        mlflow_block_name: str, mlflow_server, client: MlflowClient, tmp_path: Path) -> None:
+    """Issue 7: a date column and an ID column were one-hot encoded; now: expanded dates, ID excluded."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    n = 600
+    frame = pd.DataFrame({"order_id": [f"O-{i:07d}" for i in range(n)],
+                          "ordered": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+                          "amount": rng.gamma(2.0, 30.0, n), "channel": rng.choice(["web", "shop", "phone"], n)})
+    weekend = pd.to_datetime(frame["ordered"]).dt.weekday >= 5
+    frame["returned"] = np.where(weekend ^ (rng.random(n) < 0.1), "yes", "no")
+    path = tmp_path / "orders.parquet"
+    frame.to_parquet(path, index=False)
+    summary = continuous_training(data_file=str(path), model_name="mx-dates", target="returned",
+                                  dataset_path="data/mx-dates.parquet", mlflow_block=mlflow_block_name)
+    assert summary.promoted and summary.task_type == "binary" and summary.metrics["roc_auc"] > 0.8
+    tags = client.get_model_version("mx-dates", summary.model_version).tags
+    assert json.loads(tags["mlops.features"]) == ["ordered", "amount", "channel"]
+    roles = json.loads(tags["mlops.column_roles"])
+    assert roles["order_id"] == "identifier" and roles["ordered"] == "datetime"
+    assert json.loads(tags["mlops.positive_label"]) == "yes" and json.loads(tags["mlops.classes"]) == ["no", "yes"]
+    script = ("import json, pandas as pd, mlflow.pyfunc, sys\n"
+              "m = mlflow.pyfunc.load_model('models:/mx-dates@champion')\n"
+              "x = pd.DataFrame({'ordered': ['2026-05-02', '2026-05-04'], 'amount': [50.0, 50.0],"
+              " 'channel': ['web', 'fax']})\n"
+              "print(json.dumps([str(v) for v in m.predict(x)]))\n"
+              "print('tasks' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_MLOPS")}
+    env["MLFLOW_TRACKING_URI"] = mlflow_server.url
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2] == '["yes", "no"]' and lines[-1] == "False"  # a Saturday, a Monday
