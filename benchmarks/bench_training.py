@@ -51,7 +51,7 @@ def plain(data_file: str, spec: st.TrainingSpec, model_name: str) -> None:
     key = training_key(version.md5, spec, "churned", policy.model_dump_json())
     champion = mlflow_registry.get_alias_version.fn(mlflow_server, model_name)
     mlflow_registry.find_version_by_tag.fn(mlflow_server, model_name, lineage.TAG_TRAINING_KEY, key)
-    run_id = mlflow_tracking.start_pipeline_run.fn(mlflow_server, experiment_id, "plain", tags, spec.params)
+    run_id = mlflow_tracking.start_pipeline_run.fn(mlflow_server, experiment_id, "plain", tags, spec.params or {})
     mlflow_tracking.log_dataset_input.fn(mlflow_server, run_id, local, "src", "data", "churned")
     split = st.split_dataset.fn(local, "churned", spec, str(home / "cache" / "splits"))
     trials = st.expand_trials(spec)

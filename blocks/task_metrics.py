@@ -195,3 +195,56 @@ def positive_label(classes: list[Any]) -> Any:
         if str(label).strip().lower() in POSITIVE_WORDS:
             return label
     return classes[1]
+
+
+#: Fairness metrics a promotion policy may name (fairlearn's; one-vs-rest per class for multiclass tasks).
+FAIRNESS_METRICS: tuple[str, ...] = ("demographic_parity_difference", "equalized_odds_difference",
+                                     "equal_opportunity_difference")
+#: Task types accepted by ``TrainingSpec.task_type``: ``auto`` infers it, ``classification`` = binary or
+#: multiclass by the number of labels.
+REQUESTED_TASK_TYPES: tuple[str, ...] = ("auto", "classification", *TASK_TYPES)
+
+
+def resolve_task_type(requested: str, target: pd.Series) -> str:
+    """Return the concrete task type of a training target, checking a requested one against the labels.
+
+    Args:
+        requested: ``auto`` (infer), ``classification`` (binary or multiclass by the number of labels),
+            ``binary``, ``multiclass`` or ``regression``.
+        target: The training target column.
+
+    Returns:
+        ``binary``, ``multiclass`` or ``regression``.
+
+    Raises:
+        ValueError: If ``requested`` is unknown, or contradicts the target (e.g. ``binary`` with three
+            labels, ``regression`` on text labels).
+
+    Examples:
+        >>> import pandas as pd
+        >>> resolve_task_type("classification", pd.Series(["a", "b", "c"]))
+        'multiclass'
+        >>> resolve_task_type("auto", pd.Series([0.5, 1.25, 3.0]))
+        'regression'
+    """
+    import pandas as pd
+
+    if requested not in REQUESTED_TASK_TYPES:
+        raise ValueError(f"Unknown task type {requested!r}: use one of {list(REQUESTED_TASK_TYPES)}.")
+    inferred = infer_task_type(target)
+    if requested == "auto":
+        return inferred
+    distinct = int(target.dropna().nunique())
+    if requested == "regression":
+        types = pd.api.types
+        if not types.is_numeric_dtype(target) or types.is_bool_dtype(target):
+            raise ValueError(f"Task type 'regression' needs a numeric target; {target.name!r} holds "
+                             f"{target.dtype} labels. Use task_type 'auto' or 'classification'.")
+        return "regression"
+    labels = "binary" if distinct == 2 else "multiclass"
+    if requested == "classification":
+        return labels
+    if requested != labels:
+        raise ValueError(f"Task type {requested!r} does not fit target {target.name!r}: it has {distinct} distinct "
+                         f"labels ({labels}). Use task_type 'auto' or {labels!r}.")
+    return requested

@@ -1,4 +1,10 @@
-"""The ``continuous-training`` flow: version -> validate -> tune -> evaluate -> gate -> register -> promote."""
+"""The ``continuous-training`` flow: data -> task -> tune -> evaluate -> gate -> register -> promote.
+
+Stages: the data stage (``flows/training_data.py``: validate the incoming data, then version it with
+DVC), resolving the task (type, labels, metric defaults), the reuse check (same data and settings:
+same version; a version whose promotion was interrupted is gated again), tuning and registration,
+and the gate and the alias moves under the model's registry lock (``flows/training_stages.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
@@ -20,47 +26,19 @@ from flows.common import (
     load_dvc,
     load_mlflow,
     load_policy,
-    model_cache_dir,
 )
 from flows.training_data import prepare_training_data
+from flows.training_stages import evaluate_registered, gate_and_promote, quietly, tune_and_register
 from tasks import lineage as L
 from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5
-from tasks.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
-from tasks.exceptions import RegistryError, TrainingConfigError
-from tasks.mlflow_registry import (
-    CHALLENGER,
-    CHAMPION,
-    download_model_version,
-    find_version_by_tag,
-    get_alias_version,
-    register_model_version,
-    set_model_alias,
-    tag_model_version,
-)
-from tasks.mlflow_tracking import (
-    check_tracking_server,
-    finish_pipeline_run,
-    log_dataset_input,
-    log_evaluation,
-    log_sklearn_model,
-    log_trial_run,
-    run_url,
-    start_pipeline_run,
-)
-from tasks.model_evaluation import Evaluation, evaluate_model
+from tasks.mlflow_locks import acquire_model_lock, release_model_lock
+from tasks.mlflow_recovery import close_interrupted_runs
+from tasks.mlflow_registry import CHAMPION, PENDING, find_version_by_tag, get_alias_version, promotion_state
+from tasks.mlflow_tracking import check_tracking_server, finish_pipeline_run, run_url, start_pipeline_run
 from tasks.monitoring_data import build_feedback_dataset, window_bounds
 from tasks.prefect_artifacts import publish_report
-from tasks.promotion_gate import gate_challenger
 from tasks.sample_data import generate_sample_batch
-from tasks.sklearn_training import (
-    TrainingSpec,
-    expand_trials,
-    select_best_trial,
-    split_dataset,
-    split_files_exist,
-    train_trial,
-    trial_models_exist,
-)
+from tasks.sklearn_training import TrainingSpec, expand_trials, resolve_training_task, split_dataset, split_files_exist
 
 
 class TrainingSummary(BaseModel):
@@ -81,6 +59,7 @@ class TrainingSummary(BaseModel):
     metrics: dict[str, float]
     champion_metrics: dict[str, float] = {}
     reused: bool = False
+    task_type: str = ""
 
     def render(self) -> str:
         """Return a readable summary."""
@@ -126,13 +105,11 @@ def continuous_training(
     MLflow on SQLite and a DVC repo + local remote under the state folder.
 
     Args:
-        data_file: New data (CSV / Parquet / JSON Lines) to validate, version and train on; it is
-            versioned only if it passes the contract (else kept under ``<state>/rejected/<md5>/``).
-            None retrains on (and validates) the dataset currently versioned (a sample batch if
-            there is none yet).
+        data_file: New data (CSV / Parquet) to version and train on; None retrains on the
+            dataset currently versioned (a sample batch if there is none yet).
         model_name: Registered model name.
         target: Target column.
-        dataset_path: Path of the dataset inside the data repository; its suffix is the stored format.
+        dataset_path: Path of the dataset inside the data repository.
         training: Estimator, parameters, search space and split (defaults: logistic regression grid).
         mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded SQLite).
         dvc_block: Name of a saved ``DvcRepository`` block (None: embedded repo + local remote).
@@ -164,125 +141,115 @@ def continuous_training(
     """
     logger = get_run_logger()
     spec = training or TrainingSpec()
-    mlflow_server = load_mlflow(mlflow_block)
-    data_repo = load_dvc(dvc_block)
-    policy = load_policy(policy_block)
-    contract = load_contract(contract_block)
+    mlflow_server, data_repo = load_mlflow(mlflow_block), load_dvc(dvc_block)
+    policy, contract = load_policy(policy_block), load_contract(contract_block)
     home = state_dir()
-
     expand_trials(spec)  # bad estimator paths and parameters fail here, before any work
     experiment_id = check_tracking_server(mlflow_server)
     capture = L.capture_lineage(trigger)
 
+    # Data: a sample the very first time, or the labelled traffic; validated, then versioned.
     init_data_repo(data_repo)
     if data_file is None and read_dvc_md5(data_repo.repo_path, dataset_path) is None:
         data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"),
-                                          task_type=spec.task_type)
-    if data_file is None and (feedback_hours or feedback_since) and read_dvc_md5(data_repo.repo_path, dataset_path):
+                                          task_type="regression" if spec.task_type == "regression" else "classification")
+    if data_file is None and (feedback_hours or feedback_since):
         current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
         since = feedback_since or window_bounds(feedback_hours or 24.0)[0]
-        feedback = build_feedback_dataset(current, inference_log_dir(log_dir, serving_block), model_name, since, target,
-                                          str(home / "incoming" / f"{model_name}-feedback.parquet"))
-        data_file = feedback.path
+        data_file = build_feedback_dataset(current, inference_log_dir(log_dir, serving_block), model_name, since,
+                                           target, str(home / "incoming" / f"{model_name}-feedback.parquet")).path
     data = prepare_training_data(data_repo, data_file, dataset_path, model_name, target, contract,
                                  str(contract_file(model_name)), home, task_type=spec.task_type)
-    version, local_file, contract = data.version, data.local_file, data.contract
+    version, local_file = data.version, data.local_file
 
+    # Task: type, labels and the metric defaults, settled before any trial (a policy naming a metric the
+    # task cannot produce is refused here).
+    task = resolve_training_task(local_file, target, spec, policy)
+    rules, concrete = policy.resolved(task.task_type), spec.resolved(task.task_type, data.contract.time_column)
     lineage = {**capture, L.TAG_DATA_REV: version.rev, L.TAG_DATA_MD5: version.md5, L.TAG_DATA_PATH: dataset_path,
                L.TAG_DATA_REPO: data_repo.repo_url or data_repo.repo_path, L.TAG_DATA_REMOTE: data_repo.remote_url,
-               L.TAG_ESTIMATOR: spec.estimator, L.TAG_TARGET: target}
+               L.TAG_ESTIMATOR: concrete.estimator or "", L.TAG_TARGET: target, **task.tags()}
+
+    # Reuse: identical data and settings give the same version; an interrupted promotion is gated again.
     key = training_key(version.md5, spec, target, policy.model_dump_json())
-    champion = get_alias_version(mlflow_server, model_name, CHAMPION)
+    close_interrupted_runs(mlflow_server, experiment_id, model_name, lineage[L.TAG_FLOW_RUN_ID])
     existing = find_version_by_tag(mlflow_server, model_name, L.TAG_TRAINING_KEY, key)
-    if existing is not None:
+    if existing is not None and promotion_state(existing) != PENDING:
         logger.info("Version %s was already trained on this data with these settings; reusing it", existing.version)
-        summary = TrainingSummary(
-            model_name=model_name, data_rev=version.rev, data_md5=version.md5, run_id=existing.run_id,
-            run_url=run_url(mlflow_server, experiment_id, existing.run_id or ""), model_version=existing.version,
-            promoted=False, aliases=existing.aliases, verdict=existing.tags.get(L.TAG_GATE_VERDICT, "unknown"),
-            reasons=["identical data and settings: no new version"], reused=True,
-            champion_before=champion.version if champion else None,
-            champion_after=champion.version if champion else None, metrics={})
-        print(summary.render())
-        return summary
-
-    run_id = start_pipeline_run(mlflow_server, experiment_id, f"{model_name}-{flow_run.name or 'ad-hoc'}",
-                                {**lineage, L.TAG_TRAINING_KEY: key},
-                                {"estimator": spec.estimator, "target": target, **spec.params,
-                                 "search_space": json.dumps(spec.search_space), "split": spec.split})
+        return _reused(mlflow_server, experiment_id, model_name, existing, version, task.task_type)
+    if existing is None:
+        run_id = start_pipeline_run(mlflow_server, experiment_id, f"{model_name}-{flow_run.name or 'ad-hoc'}",
+                                    {**lineage, L.TAG_TRAINING_KEY: key, L.TAG_MODEL_NAME: model_name},
+                                    {"estimator": concrete.estimator, "target": target, **(concrete.params or {}),
+                                     "search_space": json.dumps(concrete.search_space), "split": concrete.split,
+                                     "task_type": task.task_type})
+    else:
+        logger.warning("Version %s was registered but its promotion never finished; gating it again",
+                       existing.version)
+        run_id = existing.run_id or ""
     try:
-        source = f"{lineage[L.TAG_DATA_REPO]}/{dataset_path}@{version.rev}"
-        log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
-        split_dir, model_dir = str(home / "cache" / "splits"), str(home / "cache" / "models")
-        # Cached results name files; if the files are gone, recompute and overwrite the cache entry.
-        refresh = not split_files_exist(local_file, spec, split_dir)
-        split = split_dataset.with_options(refresh_cache=refresh)(local_file, target, spec, split_dir)
-        trials = expand_trials(spec)
-        refresh = not trial_models_exist(split, target, spec, trials, model_dir)
-        futures = train_trial.with_options(refresh_cache=refresh).map(
-            unmapped(split), target, unmapped(spec), trials, list(range(len(trials))), model_dir)
-        results = futures.result()
-        log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, spec.estimator).result()
-        best = select_best_trial(results, spec.metric())
-
-        plot_dir = str(home / "cache" / "plots" / run_id)
-        evaluation = evaluate_model(best.model_path, split.test, target, spec.task_type, split.features,
-                                    policy.slice_columns, policy.sensitive_attribute, policy.primary_metric,
-                                    policy.min_slice_rows, plot_dir)
-        champion_eval: Evaluation | None = None
-        if champion is not None:
-            try:
-                champion_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
-                champion_eval = evaluate_model(champion_dir, split.test, target, spec.task_type, split.features,
-                                               policy.slice_columns, policy.sensitive_attribute,
-                                               policy.primary_metric, policy.min_slice_rows, label="champion")
-            except (RegistryError, TrainingConfigError) as exc:
-                logger.warning("Champion v%s cannot be scored on this test set (%s); the gate compares against "
-                               "an empty champion record", champion.version, exc)
-        verdict = gate_challenger(evaluation, champion_eval, policy, champion.version if champion else None)
-        log_evaluation(mlflow_server, run_id, evaluation)
-        model_uri = log_sklearn_model(mlflow_server, run_id, best.model_path, split.test, split.features)
-
-        gate_tags = {L.TAG_GATE_VERDICT: verdict.label,
-                     L.TAG_GATE_REASONS: json.dumps(verdict.reasons or verdict.passed),
-                     L.TAG_GATE_CHAMPION: verdict.champion_version or "none",
-                     L.TAG_PARAMS: json.dumps(best.params, sort_keys=True, default=str),
-                     L.TAG_FEATURES: json.dumps(split.features),
-                     L.TAG_TEST_METRICS: json.dumps(evaluation.metrics, sort_keys=True)}
-        registered = register_model_version(mlflow_server, model_name, model_uri, run_id,
-                                            {**lineage, **gate_tags, L.TAG_TRAINING_KEY: key})
-        aliases = [CHALLENGER]
-        set_model_alias(mlflow_server, model_name, CHALLENGER, registered.version,
-                        f"trained on data rev {version.rev[:12]}", lineage[L.TAG_FLOW_RUN_ID])
-        if verdict.promote:
-            set_model_alias(mlflow_server, model_name, CHAMPION, registered.version,
-                            "passed the gate: " + "; ".join(verdict.passed), lineage[L.TAG_FLOW_RUN_ID])
-            aliases.append(CHAMPION)
-            emit_model_event(MODEL_PROMOTED, model_name, {
-                "version": registered.version, "previous_version": champion.version if champion else None,
-                "run_id": run_id, "reasons": verdict.passed})
+        split_dir = str(home / "cache" / "splits")
+        split = split_dataset.with_options(refresh_cache=not split_files_exist(local_file, concrete, split_dir))(
+            local_file, target, concrete, split_dir, data.contract.feature_roles(), task.task_type)
+        if existing is None:  # tune, evaluate, log, register as "pending"
+            registered, evaluation = tune_and_register(
+                mlflow_server, experiment_id, run_id, model_name, concrete, task, rules, split, local_file,
+                dataset_path, target, {**lineage, L.TAG_TRAINING_KEY: key}, str(home / "cache" / "models"),
+                str(home / "cache" / "plots" / run_id))
         else:
-            tag_model_version(mlflow_server, model_name, registered.version, {"mlops.rejected_reasons": "; ".join(
-                verdict.reasons)})
-            emit_model_event(MODEL_REJECTED, model_name, {
-                "version": registered.version, "champion_version": champion.version if champion else None,
-                "run_id": run_id, "reasons": verdict.reasons})
-        finish_pipeline_run(mlflow_server, run_id, "FINISHED", {**gate_tags, "mlops.model_version": registered.version})
+            registered, evaluation = existing, evaluate_registered(mlflow_server, existing, split, target, task, rules)
+        lock = acquire_model_lock(mlflow_server, model_name, lineage[L.TAG_FLOW_RUN_ID])
+        try:  # gate and promote: one training at a time per model
+            champion, champion_eval, verdict, aliases = gate_and_promote(
+                mlflow_server, model_name, registered, evaluation, split, target, task, rules, lock,
+                lineage[L.TAG_FLOW_RUN_ID], version.rev, run_id, resumed=existing is not None)
+        except BaseException:
+            quietly(release_model_lock, mlflow_server, lock)  # else stale: broken once this flow run has ended
+            raise
+        release_model_lock(mlflow_server, lock)
+        if existing is None:
+            finish_pipeline_run(mlflow_server, run_id, "FINISHED", {
+                L.TAG_GATE_VERDICT: verdict.label, L.TAG_GATE_REASONS: json.dumps(verdict.stated_reasons),
+                L.TAG_GATE_CHAMPION: verdict.champion_version or "none", "mlops.model_version": registered.version,
+                **verdict.tags()})
     except BaseException:
-        finish_pipeline_run(mlflow_server, run_id, "FAILED")
+        if existing is None:  # if MLflow is down this fails too; the next run closes it (close_interrupted_runs)
+            quietly(finish_pipeline_run, mlflow_server, run_id, "FAILED")
         raise
 
     summary = TrainingSummary(
         model_name=model_name, data_rev=version.rev, data_md5=version.md5, run_id=run_id,
         run_url=run_url(mlflow_server, experiment_id, run_id), model_version=registered.version,
-        promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.reasons or verdict.passed,
+        promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.stated_reasons,
         champion_before=champion.version if champion else None,
         champion_after=registered.version if verdict.promote else (champion.version if champion else None),
-        metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {})
-    table = [{"metric": k, "challenger": round(v, 5),
-              "champion": round(summary.champion_metrics[k], 5) if k in summary.champion_metrics else None}
-             for k, v in sorted(evaluation.metrics.items())]
-    publish_report(f"{model_name}-training", f"# {model_name}: {verdict.label}\n\n```\n{summary.render()}\n```\n\n"
-                   f"MLflow run: {summary.run_url}", table, {"MLflow run": summary.run_url or ""})
+        metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {},
+        reused=existing is not None, task_type=task.task_type)
+    _publish(summary)
+    return summary
+
+
+def _reused(mlflow_server: Any, experiment_id: str, model_name: str, existing: Any, version: Any,
+            task_type: str) -> TrainingSummary:
+    """Return (and print) the summary of a run that reused an identical earlier version."""
+    champion = get_alias_version(mlflow_server, model_name, CHAMPION)
+    summary = TrainingSummary(
+        model_name=model_name, data_rev=version.rev, data_md5=version.md5, run_id=existing.run_id,
+        run_url=run_url(mlflow_server, experiment_id, existing.run_id or ""), model_version=existing.version,
+        promoted=False, aliases=existing.aliases, verdict=existing.tags.get(L.TAG_GATE_VERDICT, "unknown"),
+        reasons=["identical data and settings: no new version"], reused=True,
+        champion_before=champion.version if champion else None,
+        champion_after=champion.version if champion else None, metrics={}, task_type=task_type)
     print(summary.render())
     return summary
+
+
+def _publish(summary: TrainingSummary) -> None:
+    """Publish the summary and the metrics table as Prefect artifacts, and print it."""
+    table = [{"metric": k, "challenger": round(v, 5),
+              "champion": round(summary.champion_metrics[k], 5) if k in summary.champion_metrics else None}
+             for k, v in sorted(summary.metrics.items())]
+    publish_report(f"{summary.model_name}-training",
+                   f"# {summary.model_name}: {summary.verdict}\n\n```\n{summary.render()}\n```\n\n"
+                   f"MLflow run: {summary.run_url}", table, {"MLflow run": summary.run_url or ""})
+    print(summary.render())

@@ -50,3 +50,11 @@ class ServingError(MlopsError):
 
 class MonitoringError(MlopsError):
     """A monitoring report could not be computed."""
+
+
+class ModelUnscorableError(MlopsError):
+    """A model genuinely cannot score a dataset: its input columns, labels or task type differ.
+
+    Distinct from infrastructure errors (registry down, download failed): the gate handles this one
+    by policy (``PromotionPolicy.allow_unscorable_champion``), while those fail the run.
+    """

@@ -1,4 +1,9 @@
-"""Evaluate a model on held-out data: metrics, per-slice metrics, fairness, plots."""
+"""Evaluate a model on held-out data: metrics, per-slice metrics, fairness (fairlearn), plots.
+
+A model that genuinely cannot score the test set (columns, labels or task type differ) raises
+:class:`ModelUnscorableError`, which the gate handles by policy; a model file that cannot be loaded
+raises :class:`RegistryError`, which fails the run.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.exceptions import TrainingConfigError
+from blocks.task_metrics import class_labels, defaults_for, plain_label
+from blocks.task_metrics import positive_label as default_positive
+from tasks.exceptions import ModelUnscorableError, RegistryError
 from tasks.logs import run_logger
+from tasks.model_scoring import class_probabilities, fairness_report, matches, score_predictions
 from tasks.sample_data import read_frame
-from tasks.sklearn_training import positive_scores, score_predictions
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -20,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Evaluation(BaseModel):
-    """Metrics of one model on one test set."""
+    """Metrics of one model on one test set, and what was scored (task, labels, features, test rows)."""
 
     model: str
     rows: int
@@ -29,6 +36,11 @@ class Evaluation(BaseModel):
     slice_gaps: dict[str, float] = {}
     fairness: dict[str, Any] = {}
     plots: list[str] = []
+    task_type: str = ""
+    classes: list[Any] = []
+    positive_label: Any = None
+    features: list[str] = []
+    test_digest: str = ""
 
 
 def load_model(model_path: str) -> Any:
@@ -43,48 +55,60 @@ def load_model(model_path: str) -> Any:
     return joblib.load(path)
 
 
-def _slice_table(task_type: str, frame: pd.DataFrame, target: str, pred: np.ndarray, score: np.ndarray | None,
-                 column: str, metric: str, min_rows: int) -> tuple[dict[str, dict[str, float]], float]:
+def file_digest(path: str) -> str:
+    """Return the sha256 (first 16 hex digits) of a file: which test rows were scored."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _slice_table(task_type: str, frame: pd.DataFrame, target: str, pred: np.ndarray, proba: np.ndarray | None,
+                 column: str, metric: str, min_rows: int, classes: list[Any],
+                 positive: Any) -> tuple[dict[str, dict[str, float]], float]:
     table: dict[str, dict[str, float]] = {}
+    y_all = frame[target].to_numpy()
     for value, idx in frame.groupby(column, observed=True, dropna=False).indices.items():
-        y = frame[target].to_numpy()[idx]
-        if task_type == "classification" and len(set(y)) < 2:
-            continue
-        row = score_predictions(task_type, y, pred[idx], None if score is None else score[idx])
+        row = score_predictions(task_type, y_all[idx], pred[idx], None if proba is None else proba[idx], classes,
+                                positive)
         row["rows"] = float(len(idx))
         table[str(value)] = row
     gated = [r[metric] for r in table.values() if r["rows"] >= min_rows and metric in r]
     return table, float(max(gated) - min(gated)) if len(gated) >= 2 else 0.0
 
 
-def _fairness(task_type: str, frame: pd.DataFrame, target: str, pred: np.ndarray, column: str) -> dict[str, Any]:
-    import numpy as np
-    groups: dict[str, dict[str, float]] = {}
-    y_all = frame[target].to_numpy()
-    for value, idx in frame.groupby(column, observed=True, dropna=False).indices.items():
-        y, p = y_all[idx], pred[idx]
-        if task_type == "classification":
-            positives = y == 1
-            groups[str(value)] = {
-                "rows": float(len(idx)),
-                "positive_rate": float(np.mean(p == 1)),
-                "true_positive_rate": float(np.mean(p[positives] == 1)) if positives.any() else float("nan"),
-            }
-        else:
-            groups[str(value)] = {"rows": float(len(idx)), "mae": float(np.mean(np.abs(y - p)))}
-    if task_type == "classification":
-        rates = [g["positive_rate"] for g in groups.values()]
-        tprs = [g["true_positive_rate"] for g in groups.values() if not np.isnan(g["true_positive_rate"])]
-        return {"attribute": column, "groups": groups,
-                "demographic_parity_difference": float(max(rates) - min(rates)) if rates else 0.0,
-                "equal_opportunity_difference": float(max(tprs) - min(tprs)) if tprs else 0.0,
-                "disparity": float(max(rates) - min(rates)) if rates else 0.0}
-    maes = [g["mae"] for g in groups.values()]
-    return {"attribute": column, "groups": groups, "disparity": float(max(maes) - min(maes)) if maes else 0.0}
+def _model_features(model: Any, features: list[str] | None) -> list[str]:
+    names = getattr(model, "feature_names_in_", None)
+    return [str(n) for n in names] if names is not None else list(features or [])
+
+
+def _check_scorable(model: Any, frame: pd.DataFrame, features: list[str], task_type: str, classes: list[Any],
+                    label: str, model_path: str) -> None:
+    """Raise ModelUnscorableError if the model's columns, task type or labels differ from the test set's."""
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise ModelUnscorableError(f"The {label} model {model_path} needs columns {missing} that the test set "
+                                   f"lacks (it has {list(frame.columns)}): the data's columns changed.")
+    model_classes = getattr(model, "classes_", None)
+    if task_type == "regression" and model_classes is not None:
+        raise ModelUnscorableError(f"The {label} model {model_path} is a classifier (labels "
+                                   f"{[plain_label(c) for c in model_classes]}); this task is a regression.")
+    if task_type != "regression":
+        if model_classes is None:
+            raise ModelUnscorableError(f"The {label} model {model_path} predicts numbers (a regressor); this task "
+                                       f"is {task_type} with labels {classes}.")
+        theirs = sorted(str(plain_label(c)) for c in model_classes)
+        unknown = sorted(set(theirs) - {str(c) for c in classes})
+        if unknown:  # a subset is fine (a class absent from its training data); a foreign label is not
+            raise ModelUnscorableError(f"The {label} model {model_path} predicts labels {unknown} that are not in the "
+                                       f"training label set {classes}: their labels differ.")
 
 
 def _plots(task_type: str, model: Any, frame: pd.DataFrame, target: str, pred: np.ndarray,
-           score: np.ndarray | None, plot_dir: Path) -> list[str]:
+           score: np.ndarray | None, plot_dir: Path, positive: Any = None) -> list[str]:
     # Figure objects, not pyplot: pyplot's global state is not thread-safe.
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
@@ -98,16 +122,18 @@ def _plots(task_type: str, model: Any, frame: pd.DataFrame, target: str, pred: n
         paths.append(str(path))
 
     y = frame[target].to_numpy()
-    if task_type == "classification":
+    if task_type != "regression":
         fig = Figure(figsize=(4, 4))
-        ConfusionMatrixDisplay.from_predictions(y, pred, ax=fig.subplots(), colorbar=False)
+        ConfusionMatrixDisplay.from_predictions([str(v) for v in y], [str(v) for v in pred], ax=fig.subplots(),
+                                                colorbar=False)
         save(fig, "confusion_matrix.png")
-        if score is not None:
+        truth = matches(y, positive)
+        if score is not None and task_type == "binary" and truth.any() and not truth.all():
             fig = Figure(figsize=(4, 4))
-            RocCurveDisplay.from_predictions(y, score, ax=fig.subplots())
+            RocCurveDisplay.from_predictions(truth, score, ax=fig.subplots())
             save(fig, "roc_curve.png")
             fig = Figure(figsize=(4, 4))
-            PrecisionRecallDisplay.from_predictions(y, score, ax=fig.subplots())
+            PrecisionRecallDisplay.from_predictions(truth, score, ax=fig.subplots())
             save(fig, "pr_curve.png")
     else:
         fig = Figure(figsize=(5, 4))
@@ -149,57 +175,134 @@ def _feature_importance(model: Any) -> pd.Series | None:
 @task(name="evaluate-model", cache_policy=NO_CACHE)
 def evaluate_model(model_path: str, test_file: str, target: str, task_type: str, features: list[str],
                    slice_columns: list[str] | None = None, sensitive_attribute: str | None = None,
-                   primary_metric: str = "roc_auc", min_slice_rows: int = 30,
-                   plot_dir: str | None = None, label: str = "challenger") -> Evaluation:
+                   primary_metric: str | None = None, min_slice_rows: int = 30,
+                   plot_dir: str | None = None, label: str = "challenger", classes: list[Any] | None = None,
+                   positive_label: Any = None, fairness_metric: str | None = None) -> Evaluation:
     """Evaluate a model on a test file: metrics, per-slice metrics and gaps, fairness, plots.
 
     Args:
         model_path: A joblib file or an MLflow model folder.
         test_file: Local Parquet / CSV test data.
         target: Target column.
-        task_type: ``classification`` or ``regression``.
-        features: Feature columns the model takes.
+        task_type: ``binary``, ``multiclass`` or ``regression`` (``classification`` still accepted).
+        features: Feature columns (a fitted pipeline's own input columns take precedence: a champion
+            trained on other columns is scored on its own).
         slice_columns: Columns to slice by.
-        sensitive_attribute: Column for fairness disparity.
-        primary_metric: Metric compared across slices.
+        sensitive_attribute: Column for the fairness disparity.
+        primary_metric: Metric compared across slices (None: the task type's).
         min_slice_rows: Slices smaller than this do not count towards the gap.
         plot_dir: Where to write plots (none when empty).
         label: Name of the model in logs (``challenger``, ``champion``).
+        classes: The training label set (None: the labels of the test set and predictions).
+        positive_label: The positive label of a binary task (None: from ``classes``).
+        fairness_metric: fairlearn metric for classifiers (None: demographic parity difference).
 
     Returns:
         The evaluation.
 
     Raises:
-        TrainingConfigError: If the model cannot score the test data (e.g. columns differ).
+        ModelUnscorableError: The model cannot score this test set (columns, labels or task type differ).
+        RegistryError: The model file cannot be loaded (a broken artifact, not a property of the data).
 
     Examples:
         >>> from prefect import flow
         >>> @flow
         ... def check(model: str, test: str) -> float:
-        ...     evaluation = evaluate_model(model, test, "churned", "classification", ["tenure_months"])
+        ...     evaluation = evaluate_model(model, test, "churned", "binary", ["tenure_months"], classes=[0, 1])
         ...     return evaluation.metrics["roc_auc"]
     """
     import numpy as np
 
     logger = run_logger()
     frame = read_frame(test_file)
-    model = load_model(model_path)
+    try:
+        model = load_model(model_path)
+    except Exception as exc:  # joblib / skops / YAML errors of a broken artifact
+        raise RegistryError(f"Loading the {label} model from {model_path} failed: {exc}. The model files are broken "
+                            "or incomplete: re-download or re-register the version.") from exc
+    if task_type == "classification" or (classes is None and task_type != "regression"):
+        labels = class_labels(frame[target]) if classes is None else classes
+        task_type = "binary" if len(labels) <= 2 and task_type != "multiclass" else "multiclass"
+        classes = labels
+    classes = list(classes or [])
+    positive = positive_label if positive_label is not None or task_type != "binary" else default_positive(classes)
+    features = _model_features(model, features)
+    _check_scorable(model, frame, features, task_type, classes, label, model_path)
     try:
         x = frame[features]
         pred = np.asarray(model.predict(x))
-        score = positive_scores(model, x) if task_type == "classification" else None
+        proba = class_probabilities(model, x, classes) if task_type != "regression" else None
     except (KeyError, ValueError, TypeError) as exc:
-        raise TrainingConfigError(f"The {label} model {model_path} cannot score {test_file}: {exc}") from exc
-    metrics = score_predictions(task_type, frame[target].to_numpy(), pred, score)
+        raise ModelUnscorableError(f"The {label} model {model_path} cannot score {test_file}: {exc}") from exc
+    y = frame[target].to_numpy()
+    metrics = score_predictions(task_type, y, pred, proba, classes, positive)
+    primary = primary_metric or defaults_for(task_type).primary_metric
     slices: dict[str, dict[str, dict[str, float]]] = {}
     gaps: dict[str, float] = {}
     for column in slice_columns or []:
         if column in frame.columns:
-            slices[column], gaps[column] = _slice_table(task_type, frame, target, pred, score, column,
-                                                        primary_metric, min_slice_rows)
-    fairness = (_fairness(task_type, frame, target, pred, sensitive_attribute)
-                if sensitive_attribute and sensitive_attribute in frame.columns else {})
-    plots = _plots(task_type, model, frame, target, pred, score, Path(plot_dir)) if plot_dir else []
+            slices[column], gaps[column] = _slice_table(task_type, frame, target, pred, proba, column, primary,
+                                                        min_slice_rows, classes, positive)
+    fairness: dict[str, Any] = {}
+    if sensitive_attribute and sensitive_attribute in frame.columns:
+        fairness = {"attribute": sensitive_attribute, **fairness_report(
+            task_type, y, pred, frame[sensitive_attribute].to_numpy(), fairness_metric, classes, positive,
+            primary if task_type == "regression" else "rmse")}
+    score = None
+    if proba is not None and task_type == "binary":
+        score = proba[:, [str(c) for c in classes].index(str(positive))]
+    plots = _plots(task_type, model, frame, target, pred, score, Path(plot_dir), positive) if plot_dir else []
     logger.info("%s on %d test rows: %s", label, len(frame), {k: round(v, 4) for k, v in metrics.items()})
     return Evaluation(model=label, rows=len(frame), metrics=metrics, slice_metrics=slices, slice_gaps=gaps,
-                      fairness=fairness, plots=plots)
+                      fairness=fairness, plots=plots, task_type=task_type, classes=classes,
+                      positive_label=positive, features=features, test_digest=file_digest(test_file))
+
+
+class ChampionScore(BaseModel):
+    """The champion on the new test set: its evaluation, or why it genuinely cannot score that data."""
+
+    evaluation: Evaluation | None = None
+    unscorable: str | None = None
+
+
+@task(name="evaluate-champion", cache_policy=NO_CACHE)
+def evaluate_champion(model_dir: str, test_file: str, target: str, task_type: str, features: list[str],
+                      slice_columns: list[str] | None = None, sensitive_attribute: str | None = None,
+                      primary_metric: str | None = None, min_slice_rows: int = 30, classes: list[Any] | None = None,
+                      positive_label: Any = None, fairness_metric: str | None = None) -> ChampionScore:
+    """Score the champion on the challenger's test set; a champion that cannot score it is a result, not an error.
+
+    Only :class:`ModelUnscorableError` (its columns, labels or task type differ) becomes
+    ``unscorable``, which the gate handles by policy. Anything else (a model file that does not
+    load, a disk error) propagates and fails the run: an infrastructure error is never "no champion".
+
+    Args:
+        model_dir: The champion's local MLflow model folder (``download_model_version``).
+        test_file: The challenger's test split.
+        target: Target column.
+        task_type: The task type of this training.
+        features: The challenger's features (the champion's own input columns take precedence).
+        slice_columns: Columns to slice by.
+        sensitive_attribute: Column for the fairness disparity.
+        primary_metric: Metric compared across slices.
+        min_slice_rows: Slices smaller than this do not count towards the gap.
+        classes: The training label set.
+        positive_label: The positive label of a binary task.
+        fairness_metric: fairlearn metric for classifiers.
+
+    Returns:
+        The champion's evaluation, or the reason it cannot score this test set.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def compare(champion_dir: str, test: str) -> bool:
+        ...     return evaluate_champion(champion_dir, test, "churned", "binary", ["tenure_months"]).unscorable is None
+    """
+    try:
+        return ChampionScore(evaluation=evaluate_model.fn(
+            model_dir, test_file, target, task_type, features, slice_columns, sensitive_attribute, primary_metric,
+            min_slice_rows, None, "champion", classes, positive_label, fairness_metric))
+    except ModelUnscorableError as exc:
+        run_logger().warning("Champion cannot be scored on this test set: %s", exc)
+        return ChampionScore(unscorable=str(exc))

@@ -1,0 +1,188 @@
+"""continuous-training end to end on bundled datasets with defaults only; the gate fails closed on real runs.
+
+Real Prefect server, real mlflow server, real git + DVC; scikit-learn's iris, diabetes and breast
+cancer and palmerpenguins (string labels, missing values, categoricals).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from blocks.data_contract import DataContract
+from blocks.mlflow_server import MlflowServer
+from blocks.promotion_policy import PromotionPolicy
+from flows.common import model_cache_dir
+from flows.continuous_training import continuous_training
+from tasks.exceptions import RegistryError, TrainingConfigError
+
+
+@pytest.fixture(scope="module")
+def client(mlflow_server) -> MlflowClient:
+    return MlflowClient(tracking_uri=mlflow_server.url)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    import palmerpenguins
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+
+    folder = tmp_path_factory.mktemp("matrix")
+    iris = load_iris(as_frame=True)
+    frames = {"iris": iris.frame.assign(target=iris.target_names[iris.target]),
+              "diabetes": load_diabetes(as_frame=True).frame,
+              "cancer": load_breast_cancer(as_frame=True).frame,
+              "penguins": palmerpenguins.load_penguins()}
+    paths = {}
+    for name, frame in frames.items():
+        paths[name] = str(folder / f"{name}.parquet")
+        frame.to_parquet(paths[name], index=False)
+    return paths
+
+
+MATRIX = [("iris", "target", "multiclass", "f1_macro"), ("diabetes", "target", "regression", "rmse"),
+          ("penguins", "species", "multiclass", "f1_macro"), ("cancer", "target", "binary", "roc_auc")]
+
+
+@pytest.mark.parametrize(("name", "target", "task_type", "primary"), MATRIX, ids=[m[0] for m in MATRIX])
+def test_defaults_only_train_and_gate_with_a_stated_reason(name: str, target: str, task_type: str, primary: str,
+                                                           datasets: dict[str, str], mlflow_block_name: str,
+                                                           client: MlflowClient) -> None:
+    summary = continuous_training(data_file=datasets[name], model_name=f"mx-{name}", target=target,
+                                  dataset_path=f"data/mx-{name}.parquet", mlflow_block=mlflow_block_name)
+    assert summary.task_type == task_type and primary in summary.metrics
+    assert summary.verdict == "promoted" and summary.reasons and all(summary.reasons)
+    assert any(r.startswith(f"floor {'r2' if task_type == 'regression' else primary}") for r in summary.reasons)
+    tags = client.get_model_version(f"mx-{name}", summary.model_version).tags
+    assert tags["mlops.task_type"] == task_type
+    classes = json.loads(tags["mlops.classes"])
+    if task_type == "regression":
+        assert classes == [] and "mlops.positive_label" not in tags
+    else:
+        frame = pd.read_parquet(datasets[name])
+        assert classes == sorted(frame[target].dropna().unique().tolist())
+    features, roles = json.loads(tags["mlops.features"]), json.loads(tags["mlops.column_roles"])
+    assert target not in features and roles[target] == "target"
+    assert all(roles[f] in {"numeric", "categorical", "boolean", "datetime"} for f in features)
+    if name == "penguins":
+        assert roles["island"] == "categorical" and roles["sex"] == "categorical"
+    compared = json.loads(tags["mlops.gate.compared"])
+    assert compared["champion_scored"] is False and compared["primary_metric"] == primary
+    run = client.get_run(summary.run_id)
+    assert f"test_{primary}" in run.data.metrics and run.data.tags["mlops.task_type"] == task_type
+
+
+def test_policy_naming_a_metric_the_task_cannot_produce_stops_before_any_trial(
+        datasets: dict[str, str], mlflow_block_name: str, client: MlflowClient) -> None:
+    PromotionPolicy(floors={"roc_auc": 0.6}).save("binary-floors", overwrite=True)
+    with pytest.raises(TrainingConfigError, match=r"PromotionPolicy.floors names 'roc_auc'.*f1_macro"):
+        continuous_training(data_file=datasets["iris"], model_name="mx-refused", target="target",
+                            dataset_path="data/mx-refused.parquet", mlflow_block=mlflow_block_name,
+                            policy_block="binary-floors")
+    assert client.search_model_versions("name = 'mx-refused'") == []
+    experiment = client.get_experiment_by_name("tests")
+    assert client.search_runs([experiment.experiment_id],
+                              "tags.`mlops.data.path` = 'data/mx-refused.parquet'") == []
+
+
+def test_unscorable_champion_is_rejected_by_default_and_allowed_by_the_policy_switch(
+        datasets: dict[str, str], mlflow_block_name: str, client: MlflowClient, tmp_path: Path) -> None:
+    """Issue 7: a champion that could not be scored was an empty record, and the challenger was promoted."""
+    first = continuous_training(data_file=datasets["cancer"], model_name="mx-unscorable", target="target",
+                                dataset_path="data/mx-unscorable.parquet", mlflow_block=mlflow_block_name)
+    assert first.promoted
+    frame = pd.read_parquet(datasets["cancer"])
+    relabelled = frame.assign(target=np.where(frame["target"] == 1, "benign", "malignant"))
+    path = tmp_path / "relabelled.parquet"
+    relabelled.to_parquet(path, index=False)
+    DataContract.infer(relabelled, target="target").save("mx-relabelled", overwrite=True)
+    second = continuous_training(data_file=str(path), model_name="mx-unscorable", target="target",
+                                 dataset_path="data/mx-unscorable.parquet", mlflow_block=mlflow_block_name,
+                                 contract_block="mx-relabelled")
+    assert not second.promoted and second.verdict == "rejected"
+    assert any(f"champion v{first.model_version} could not be scored" in r and "labels" in r for r in second.reasons)
+    assert client.get_model_version_by_alias("mx-unscorable", "champion").version == first.model_version
+    tags = client.get_model_version("mx-unscorable", second.model_version).tags
+    assert tags["mlops.gate.champion_version"] == "none"  # nothing was compared with the champion
+    compared = json.loads(tags["mlops.gate.compared"])
+    assert compared["champion_present"] == first.model_version and compared["champion_scored"] is False
+    assert compared["test_rows"] > 0 and compared["test_digest"]
+    PromotionPolicy(allow_unscorable_champion=True).save("allow-unscorable", overwrite=True)
+    third = continuous_training(data_file=str(path), model_name="mx-unscorable", target="target",
+                                dataset_path="data/mx-unscorable.parquet", mlflow_block=mlflow_block_name,
+                                contract_block="mx-relabelled", policy_block="allow-unscorable")
+    assert third.promoted
+    assert any("allowed by policy allow_unscorable_champion" in r for r in third.reasons)
+    assert client.get_model_version_by_alias("mx-unscorable", "champion").version == third.model_version
+
+
+def test_a_champion_download_failure_fails_the_run_and_promotes_nothing(
+        datasets: dict[str, str], mlflow_block_name: str, mlflow_server, session_home: Path,
+        client: MlflowClient, tmp_path: Path) -> None:
+    """Issue 8 item 1: a download error was taken for "cannot score" and a worse challenger was promoted."""
+    first = continuous_training(data_file=datasets["cancer"], model_name="mx-infra", target="target",
+                                dataset_path="data/mx-infra.parquet", mlflow_block=mlflow_block_name)
+    assert first.promoted
+    # The artifact store loses the champion's files (a real storage fault on the server's side).
+    run_dirs = [p for p in (session_home / "mlflow-server" / "artifacts").rglob(first.run_id) if p.is_dir()]
+    assert run_dirs
+    for folder in run_dirs:
+        shutil.rmtree(folder)
+    shutil.rmtree(Path(model_cache_dir(MlflowServer.load(mlflow_block_name))) / "mx-infra-v1", ignore_errors=True)
+    frame = pd.read_parquet(datasets["cancer"]).iloc[10:]
+    path = tmp_path / "cancer-later.parquet"
+    frame.to_parquet(path, index=False)
+    with pytest.raises(RegistryError, match=r"mx-infra v1"):
+        continuous_training(data_file=str(path), model_name="mx-infra", target="target",
+                            dataset_path="data/mx-infra.parquet", mlflow_block=mlflow_block_name)
+    assert [v.version for v in client.search_model_versions("name = 'mx-infra'")] == [first.model_version]
+    assert client.get_model_version_by_alias("mx-infra", "champion").version == first.model_version
+    experiment = client.get_experiment_by_name("tests")
+    runs = client.search_runs([experiment.experiment_id], "tags.`mlops.data.path` = 'data/mx-infra.parquet'",
+                              order_by=["attributes.start_time DESC"])
+    assert runs[0].info.status == "FAILED" and runs[0].info.run_id != first.run_id
+
+
+def test_dates_as_strings_are_date_features_and_the_registered_model_serves_them(
+        mlflow_block_name: str, mlflow_server, client: MlflowClient, tmp_path: Path) -> None:
+    """Issue 7: a date column and an ID column were one-hot encoded; now: expanded dates, ID excluded."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    n = 600
+    frame = pd.DataFrame({"order_id": [f"O-{i:07d}" for i in range(n)],
+                          "ordered": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+                          "amount": rng.gamma(2.0, 30.0, n), "channel": rng.choice(["web", "shop", "phone"], n)})
+    weekend = pd.to_datetime(frame["ordered"]).dt.weekday >= 5
+    frame["returned"] = np.where(weekend ^ (rng.random(n) < 0.1), "yes", "no")
+    path = tmp_path / "orders.parquet"
+    frame.to_parquet(path, index=False)
+    summary = continuous_training(data_file=str(path), model_name="mx-dates", target="returned",
+                                  dataset_path="data/mx-dates.parquet", mlflow_block=mlflow_block_name)
+    assert summary.promoted and summary.task_type == "binary" and summary.metrics["roc_auc"] > 0.8
+    tags = client.get_model_version("mx-dates", summary.model_version).tags
+    assert json.loads(tags["mlops.features"]) == ["ordered", "amount", "channel"]
+    roles = json.loads(tags["mlops.column_roles"])
+    assert roles["order_id"] == "identifier" and roles["ordered"] == "datetime"
+    assert json.loads(tags["mlops.positive_label"]) == "yes" and json.loads(tags["mlops.classes"]) == ["no", "yes"]
+    script = ("import json, pandas as pd, mlflow.pyfunc, sys\n"
+              "m = mlflow.pyfunc.load_model('models:/mx-dates@champion')\n"
+              "x = pd.DataFrame({'ordered': ['2026-05-02', '2026-05-04'], 'amount': [50.0, 50.0],"
+              " 'channel': ['web', 'fax']})\n"
+              "print(json.dumps([str(v) for v in m.predict(x)]))\n"
+              "print('tasks' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_MLOPS")}
+    env["MLFLOW_TRACKING_URI"] = mlflow_server.url
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2] == '["yes", "no"]' and lines[-1] == "False"  # a Saturday, a Monday
