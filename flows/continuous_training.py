@@ -11,6 +11,8 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from blocks.mlflow_server import MlflowServer
+from blocks.promotion_policy import PromotionPolicy
 from blocks.settings import state_dir
 from flows.common import (
     DEFAULT_DATASET_PATH,
@@ -27,13 +29,21 @@ from tasks import lineage as L
 from tasks.data_validation import resolve_data_contract, validate_dataset
 from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5, version_dataset
 from tasks.events import DATA_VALIDATION_FAILED, DATA_VERSIONED, MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
-from tasks.exceptions import RegistryError, TrainingConfigError
+from tasks.exceptions import TrainingConfigError
+from tasks.mlflow_locks import ModelLock, acquire_model_lock, release_model_lock
+from tasks.mlflow_recovery import close_interrupted_runs
 from tasks.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
+    DONE,
+    PENDING,
+    REJECTED,
+    TAG_PROMOTION_STATE,
+    ModelVersionInfo,
     download_model_version,
     find_version_by_tag,
     get_alias_version,
+    promotion_state,
     register_model_version,
     set_model_alias,
     tag_model_version,
@@ -51,9 +61,10 @@ from tasks.mlflow_tracking import (
 from tasks.model_evaluation import Evaluation, evaluate_model
 from tasks.monitoring_data import build_feedback_dataset, window_bounds
 from tasks.prefect_artifacts import publish_report
-from tasks.promotion_gate import gate_challenger
+from tasks.promotion_gate import GateVerdict, gate_challenger
 from tasks.sample_data import generate_sample_batch
 from tasks.sklearn_training import (
+    SplitFiles,
     TrainingSpec,
     expand_trials,
     select_best_trial,
@@ -204,10 +215,11 @@ def continuous_training(
                L.TAG_DATA_REPO: data_repo.repo_url or data_repo.repo_path, L.TAG_DATA_REMOTE: data_repo.remote_url,
                L.TAG_ESTIMATOR: spec.estimator, L.TAG_TARGET: target}
     key = training_key(version.md5, spec, target, policy.model_dump_json())
-    champion = get_alias_version(mlflow_server, model_name, CHAMPION)
+    close_interrupted_runs(mlflow_server, experiment_id, model_name, lineage[L.TAG_FLOW_RUN_ID])
     existing = find_version_by_tag(mlflow_server, model_name, L.TAG_TRAINING_KEY, key)
-    if existing is not None:
+    if existing is not None and promotion_state(existing) != PENDING:
         logger.info("Version %s was already trained on this data with these settings; reusing it", existing.version)
+        champion = get_alias_version(mlflow_server, model_name, CHAMPION)
         summary = TrainingSummary(
             model_name=model_name, data_rev=version.rev, data_md5=version.md5, run_id=existing.run_id,
             run_url=run_url(mlflow_server, experiment_id, existing.run_id or ""), model_version=existing.version,
@@ -218,70 +230,42 @@ def continuous_training(
         print(summary.render())
         return summary
 
-    run_id = start_pipeline_run(mlflow_server, experiment_id, f"{model_name}-{flow_run.name or 'ad-hoc'}",
-                                {**lineage, L.TAG_TRAINING_KEY: key},
-                                {"estimator": spec.estimator, "target": target, **spec.params,
-                                 "search_space": json.dumps(spec.search_space), "split": spec.split})
+    home_dirs = (str(home / "cache" / "splits"), str(home / "cache" / "models"))
+    if existing is None:
+        run_id = start_pipeline_run(mlflow_server, experiment_id, f"{model_name}-{flow_run.name or 'ad-hoc'}",
+                                    {**lineage, L.TAG_TRAINING_KEY: key, L.TAG_MODEL_NAME: model_name},
+                                    {"estimator": spec.estimator, "target": target, **spec.params,
+                                     "search_space": json.dumps(spec.search_space), "split": spec.split})
+    else:  # registered by a run that died before its promotion finished: gate it again now
+        logger.warning("Version %s was registered but its promotion never finished; gating it again",
+                       existing.version)
+        run_id = existing.run_id or ""
     try:
-        source = f"{lineage[L.TAG_DATA_REPO]}/{dataset_path}@{version.rev}"
-        log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
-        split_dir, model_dir = str(home / "cache" / "splits"), str(home / "cache" / "models")
-        # Cached results name files; if the files are gone, recompute and overwrite the cache entry.
-        refresh = not split_files_exist(local_file, spec, split_dir)
-        split = split_dataset.with_options(refresh_cache=refresh)(local_file, target, spec, split_dir)
-        trials = expand_trials(spec)
-        refresh = not trial_models_exist(split, target, spec, trials, model_dir)
-        futures = train_trial.with_options(refresh_cache=refresh).map(
-            unmapped(split), target, unmapped(spec), trials, list(range(len(trials))), model_dir)
-        results = futures.result()
-        log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, spec.estimator).result()
-        best = select_best_trial(results, spec.metric())
-
-        plot_dir = str(home / "cache" / "plots" / run_id)
-        evaluation = evaluate_model(best.model_path, split.test, target, spec.task_type, split.features,
-                                    policy.slice_columns, policy.sensitive_attribute, policy.primary_metric,
-                                    policy.min_slice_rows, plot_dir)
-        champion_eval: Evaluation | None = None
-        if champion is not None:
-            try:
-                champion_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
-                champion_eval = evaluate_model(champion_dir, split.test, target, spec.task_type, split.features,
-                                               policy.slice_columns, policy.sensitive_attribute,
-                                               policy.primary_metric, policy.min_slice_rows, label="champion")
-            except (RegistryError, TrainingConfigError) as exc:
-                logger.warning("Champion v%s cannot be scored on this test set (%s); the gate compares against "
-                               "an empty champion record", champion.version, exc)
-        verdict = gate_challenger(evaluation, champion_eval, policy, champion.version if champion else None)
-        log_evaluation(mlflow_server, run_id, evaluation)
-        model_uri = log_sklearn_model(mlflow_server, run_id, best.model_path, split.test, split.features)
-
-        gate_tags = {L.TAG_GATE_VERDICT: verdict.label,
-                     L.TAG_GATE_REASONS: json.dumps(verdict.reasons or verdict.passed),
-                     L.TAG_GATE_CHAMPION: verdict.champion_version or "none",
-                     L.TAG_PARAMS: json.dumps(best.params, sort_keys=True, default=str),
-                     L.TAG_FEATURES: json.dumps(split.features),
-                     L.TAG_TEST_METRICS: json.dumps(evaluation.metrics, sort_keys=True)}
-        registered = register_model_version(mlflow_server, model_name, model_uri, run_id,
-                                            {**lineage, **gate_tags, L.TAG_TRAINING_KEY: key})
-        aliases = [CHALLENGER]
-        set_model_alias(mlflow_server, model_name, CHALLENGER, registered.version,
-                        f"trained on data rev {version.rev[:12]}", lineage[L.TAG_FLOW_RUN_ID])
-        if verdict.promote:
-            set_model_alias(mlflow_server, model_name, CHAMPION, registered.version,
-                            "passed the gate: " + "; ".join(verdict.passed), lineage[L.TAG_FLOW_RUN_ID])
-            aliases.append(CHAMPION)
-            emit_model_event(MODEL_PROMOTED, model_name, {
-                "version": registered.version, "previous_version": champion.version if champion else None,
-                "run_id": run_id, "reasons": verdict.passed})
+        split = split_dataset.with_options(refresh_cache=not split_files_exist(local_file, spec, home_dirs[0]))(
+            local_file, target, spec, home_dirs[0])
+        if existing is None:
+            registered, evaluation = _train_and_register(mlflow_server, experiment_id, run_id, model_name, spec,
+                                                         policy, split, local_file, dataset_path, target,
+                                                         {**lineage, L.TAG_TRAINING_KEY: key}, home_dirs[1])
         else:
-            tag_model_version(mlflow_server, model_name, registered.version, {"mlops.rejected_reasons": "; ".join(
-                verdict.reasons)})
-            emit_model_event(MODEL_REJECTED, model_name, {
-                "version": registered.version, "champion_version": champion.version if champion else None,
-                "run_id": run_id, "reasons": verdict.reasons})
-        finish_pipeline_run(mlflow_server, run_id, "FINISHED", {**gate_tags, "mlops.model_version": registered.version})
+            registered = existing
+            evaluation = evaluate_model(download_model_version(mlflow_server, existing, model_cache_dir(mlflow_server)),
+                                        split.test, target, spec.task_type, split.features, policy.slice_columns,
+                                        policy.sensitive_attribute, policy.primary_metric, policy.min_slice_rows)
+        lock = acquire_model_lock(mlflow_server, model_name, lineage[L.TAG_FLOW_RUN_ID])
+        try:
+            champion, champion_eval, verdict, aliases = _gate_and_promote(
+                mlflow_server, model_name, registered, evaluation, split, target, spec, policy, lock,
+                lineage[L.TAG_FLOW_RUN_ID], version.rev, run_id, resumed=existing is not None)
+        finally:
+            release_model_lock(mlflow_server, lock)
+        if existing is None:
+            finish_pipeline_run(mlflow_server, run_id, "FINISHED", {
+                L.TAG_GATE_VERDICT: verdict.label, L.TAG_GATE_REASONS: json.dumps(verdict.reasons or verdict.passed),
+                L.TAG_GATE_CHAMPION: verdict.champion_version or "none", "mlops.model_version": registered.version})
     except BaseException:
-        finish_pipeline_run(mlflow_server, run_id, "FAILED")
+        if existing is None:
+            finish_pipeline_run(mlflow_server, run_id, "FAILED")
         raise
 
     summary = TrainingSummary(
@@ -290,7 +274,8 @@ def continuous_training(
         promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.reasons or verdict.passed,
         champion_before=champion.version if champion else None,
         champion_after=registered.version if verdict.promote else (champion.version if champion else None),
-        metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {})
+        metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {},
+        reused=existing is not None)
     table = [{"metric": k, "challenger": round(v, 5),
               "champion": round(summary.champion_metrics[k], 5) if k in summary.champion_metrics else None}
              for k, v in sorted(evaluation.metrics.items())]
@@ -298,3 +283,82 @@ def continuous_training(
                    f"MLflow run: {summary.run_url}", table, {"MLflow run": summary.run_url or ""})
     print(summary.render())
     return summary
+
+
+def _train_and_register(mlflow_server: MlflowServer, experiment_id: str, run_id: str, model_name: str,
+                        spec: TrainingSpec, policy: PromotionPolicy, split: SplitFiles, local_file: str,
+                        dataset_path: str, target: str, lineage: dict[str, str],
+                        model_dir: str) -> tuple[ModelVersionInfo, Evaluation]:
+    """Train the trials, evaluate the best, log it and register it as a ``pending`` version (no alias yet)."""
+    home = state_dir()
+    source = f"{lineage[L.TAG_DATA_REPO]}/{dataset_path}@{lineage[L.TAG_DATA_REV]}"
+    log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
+    trials = expand_trials(spec)
+    # Cached results name files; if the files are gone, recompute and overwrite the cache entry.
+    refresh = not trial_models_exist(split, target, spec, trials, model_dir)
+    futures = train_trial.with_options(refresh_cache=refresh).map(
+        unmapped(split), target, unmapped(spec), trials, list(range(len(trials))), model_dir)
+    results = futures.result()
+    log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, spec.estimator).result()
+    best = select_best_trial(results, spec.metric())
+    evaluation = evaluate_model(best.model_path, split.test, target, spec.task_type, split.features,
+                                policy.slice_columns, policy.sensitive_attribute, policy.primary_metric,
+                                policy.min_slice_rows, str(home / "cache" / "plots" / run_id))
+    log_evaluation(mlflow_server, run_id, evaluation)
+    model_uri = log_sklearn_model(mlflow_server, run_id, best.model_path, split.test, split.features)
+    tags = {**lineage, TAG_PROMOTION_STATE: PENDING,
+            L.TAG_PARAMS: json.dumps(best.params, sort_keys=True, default=str),
+            L.TAG_FEATURES: json.dumps(split.features),
+            L.TAG_TEST_METRICS: json.dumps(evaluation.metrics, sort_keys=True)}
+    registered = register_model_version(mlflow_server, model_name, model_uri, run_id, tags)
+    return registered, evaluation
+
+
+def _gate_and_promote(mlflow_server: MlflowServer, model_name: str, registered: ModelVersionInfo,
+                      evaluation: Evaluation, split: SplitFiles, target: str, spec: TrainingSpec,
+                      policy: PromotionPolicy, lock: ModelLock, flow_run_id: str, data_rev: str, run_id: str,
+                      resumed: bool) -> tuple[ModelVersionInfo | None, Evaluation | None, GateVerdict, list[str]]:
+    """Under the model's lock: read the champion (fail closed), gate against it, move aliases, record the state."""
+    logger = get_run_logger()
+    champion = get_alias_version(mlflow_server, model_name, CHAMPION)  # read under the lock: the latest champion
+    champion_eval: Evaluation | None = None
+    if champion is not None and champion.version == registered.version:  # killed after the move, before "done"
+        tag_model_version(mlflow_server, model_name, registered.version, {TAG_PROMOTION_STATE: DONE})
+        verdict = GateVerdict(promote=True, reasons=[], champion_version=registered.tags.get(L.TAG_GATE_CHAMPION),
+                              passed=["already champion: an earlier run moved the alias and was interrupted"])
+        return None, None, verdict, [CHALLENGER, CHAMPION]
+    if champion is not None:
+        # A registry or network failure raises (RegistryError): it never reads as "no champion".
+        champion_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
+        try:
+            champion_eval = evaluate_model(champion_dir, split.test, target, spec.task_type, split.features,
+                                           policy.slice_columns, policy.sensitive_attribute,
+                                           policy.primary_metric, policy.min_slice_rows, label="champion")
+        except TrainingConfigError as exc:
+            logger.warning("Champion v%s cannot be scored on this test set (%s); the gate compares against "
+                           "an empty champion record", champion.version, exc)
+    verdict = gate_challenger(evaluation, champion_eval, policy, champion.version if champion else None)
+
+    gate_tags = {L.TAG_GATE_VERDICT: verdict.label, L.TAG_GATE_REASONS: json.dumps(verdict.reasons or verdict.passed),
+                 L.TAG_GATE_CHAMPION: verdict.champion_version or "none"}
+    if resumed:
+        gate_tags["mlops.promotion.resumed_by"] = flow_run_id
+    tag_model_version(mlflow_server, model_name, registered.version, gate_tags)
+    aliases = [CHALLENGER]
+    set_model_alias(mlflow_server, model_name, CHALLENGER, registered.version, f"trained on data rev {data_rev[:12]}",
+                    flow_run_id, lock=lock)
+    if verdict.promote:
+        set_model_alias(mlflow_server, model_name, CHAMPION, registered.version,
+                        "passed the gate: " + "; ".join(verdict.passed), flow_run_id, lock=lock)
+        aliases.append(CHAMPION)
+        tag_model_version(mlflow_server, model_name, registered.version, {TAG_PROMOTION_STATE: DONE})
+        emit_model_event(MODEL_PROMOTED, model_name, {
+            "version": registered.version, "previous_version": champion.version if champion else None,
+            "run_id": run_id, "reasons": verdict.passed})
+    else:
+        tag_model_version(mlflow_server, model_name, registered.version, {
+            "mlops.rejected_reasons": "; ".join(verdict.reasons), TAG_PROMOTION_STATE: REJECTED})
+        emit_model_event(MODEL_REJECTED, model_name, {
+            "version": registered.version, "champion_version": champion.version if champion else None,
+            "run_id": run_id, "reasons": verdict.reasons})
+    return champion, champion_eval, verdict, aliases
