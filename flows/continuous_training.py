@@ -257,15 +257,17 @@ def continuous_training(
             champion, champion_eval, verdict, aliases = _gate_and_promote(
                 mlflow_server, model_name, registered, evaluation, split, target, spec, policy, lock,
                 lineage[L.TAG_FLOW_RUN_ID], version.rev, run_id, resumed=existing is not None)
-        finally:
-            release_model_lock(mlflow_server, lock)
+        except BaseException:
+            _quietly(release_model_lock, mlflow_server, lock)  # else stale: broken once this flow run has ended
+            raise
+        release_model_lock(mlflow_server, lock)
         if existing is None:
             finish_pipeline_run(mlflow_server, run_id, "FINISHED", {
                 L.TAG_GATE_VERDICT: verdict.label, L.TAG_GATE_REASONS: json.dumps(verdict.reasons or verdict.passed),
                 L.TAG_GATE_CHAMPION: verdict.champion_version or "none", "mlops.model_version": registered.version})
     except BaseException:
-        if existing is None:
-            finish_pipeline_run(mlflow_server, run_id, "FAILED")
+        if existing is None:  # if MLflow is down this fails too; the next run closes it (close_interrupted_runs)
+            _quietly(finish_pipeline_run, mlflow_server, run_id, "FAILED")
         raise
 
     summary = TrainingSummary(
@@ -283,6 +285,14 @@ def continuous_training(
                    f"MLflow run: {summary.run_url}", table, {"MLflow run": summary.run_url or ""})
     print(summary.render())
     return summary
+
+
+def _quietly(step: Any, *args: Any) -> None:
+    """Run a clean-up task on a failure path without hiding the original error (it is logged instead)."""
+    try:
+        step(*args)
+    except Exception as exc:
+        get_run_logger().warning("Clean-up %s failed after an earlier error: %s", step.name, exc)
 
 
 def _train_and_register(mlflow_server: MlflowServer, experiment_id: str, run_id: str, model_name: str,

@@ -25,6 +25,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -82,6 +83,19 @@ def process_alive(host: str | None, pid: str | None, started: str | None) -> boo
         return False
 
 
+def flow_run_state(flow_run_id: str | None) -> Any:
+    """Return the Prefect state of a flow run, or None when it cannot be read (no id, unknown id, no API)."""
+    if not flow_run_id:
+        return None
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(uuid.UUID(flow_run_id)).state
+    except Exception:  # unknown id, another Prefect server: undecidable from Prefect
+        return None
+
+
 def _not_exists(exc: Exception) -> bool:
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
 
@@ -106,6 +120,9 @@ def _stale_reason(holder: dict[str, str], now: float) -> str | None:
         return f"lease expired {now - expires:.0f}s ago"
     if process_alive(holder.get(TAG_HOST), holder.get(TAG_PID), holder.get(TAG_PID_STARTED)) is False:
         return f"owner process {holder.get(TAG_PID)} on {holder.get(TAG_HOST)} is gone"
+    state = flow_run_state(holder.get(TAG_FLOW_RUN))
+    if state is not None and state.is_final():  # its flow run ended without releasing (e.g. the registry was down)
+        return f"owner flow run {holder.get(TAG_FLOW_RUN)} ended {state.type.value}"
     return None
 
 

@@ -13,8 +13,6 @@ live run is never marked dead.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -22,22 +20,9 @@ from blocks.mlflow_server import MlflowServer
 from tasks import lineage as L
 from tasks.exceptions import TrackingServerError
 from tasks.logs import run_logger
-from tasks.mlflow_locks import process_alive
+from tasks.mlflow_locks import flow_run_state, process_alive
 
 TAG_INTERRUPTED = "mlops.interrupted_reason"
-
-
-def _prefect_state(flow_run_id: str) -> Any:
-    """Return the Prefect state of a flow run, or None when it cannot be read."""
-    import uuid
-
-    from prefect.client.orchestration import get_client
-
-    try:
-        with get_client(sync_client=True) as client:
-            return client.read_flow_run(uuid.UUID(flow_run_id)).state
-    except Exception:  # unknown id, another Prefect server: undecidable from Prefect
-        return None
 
 
 def _crash_prefect_run(flow_run_id: str, message: str) -> bool:
@@ -60,7 +45,7 @@ def interruption_reason(tags: dict[str, str], current_flow_run_id: str | None) -
     flow_run_id = tags.get(L.TAG_FLOW_RUN_ID) or ""
     if flow_run_id and flow_run_id == current_flow_run_id:
         return None
-    state = _prefect_state(flow_run_id) if flow_run_id else None
+    state = flow_run_state(flow_run_id)
     if state is not None and state.is_final():
         return f"Prefect flow run {flow_run_id} ended {state.type.value} while the MLflow run was still RUNNING"
     alive = process_alive(tags.get(L.TAG_PROCESS_HOST), tags.get(L.TAG_PROCESS_PID), tags.get(L.TAG_PROCESS_STARTED))
@@ -120,7 +105,7 @@ def close_interrupted_runs(mlflow_server: MlflowServer, experiment_id: str, mode
             client.log_batch(child.info.run_id, tags=[RunTag(TAG_INTERRUPTED, reason[:5000])])
             client.set_terminated(child.info.run_id, "FAILED")
         flow_run_id = run.data.tags.get(L.TAG_FLOW_RUN_ID) or ""
-        state = _prefect_state(flow_run_id) if flow_run_id else None
+        state = flow_run_state(flow_run_id)
         if state is not None and not state.is_final():
             _crash_prefect_run(flow_run_id, f"Process gone; MLflow run {run.info.run_id} closed as FAILED: {reason}")
         logger.warning("Closed interrupted MLflow run %s of %s: %s", run.info.run_id, model_name, reason)
