@@ -45,7 +45,7 @@ def _kill_group(process: subprocess.Popen) -> None:
 @pytest.fixture()
 def own_mlflow(tmp_path: Path):
     """This test's own mlflow server (the session's one is shared and must not be killed)."""
-    holder = {"server": start_mlflow_server(tmp_path / "mlflow")}
+    holder = {"server": start_mlflow_server(tmp_path / "mlflow", deadline_s=600)}
     yield holder
     holder["server"].stop()
 
@@ -77,7 +77,8 @@ def test_mlflow_dropped_while_the_champion_downloads_fails_the_run_and_promotes_
         assert "rerun" in message and "nothing was promoted" in message
 
         proxy.before_forward = None
-        own_mlflow["server"] = start_mlflow_server(tmp_path / "mlflow", port=urlsplit(server.url).port)
+        own_mlflow["server"] = start_mlflow_server(tmp_path / "mlflow", port=urlsplit(server.url).port,
+                                                   deadline_s=600)
         client = MlflowClient(tracking_uri=proxy.url)
         assert client.get_model_version_by_alias("ct-fault-dl", "champion").version == "1"
         pending = client.get_model_version("ct-fault-dl", "2")
