@@ -73,14 +73,13 @@ def test_concurrent_alias_moves_keep_one_record_each_and_an_unbroken_chain(mlflo
 def test_two_trainings_at_once_serialise_and_the_second_compares_with_the_first(
         mlflow_block_name: str, mlflow_server, sample_dir: Path, tmp_path: Path) -> None:
     name = "ct-race"
-    script = ("from flows.continuous_training import continuous_training\n"
-              "from tasks.sklearn_training import TrainingSpec\n"
-              "continuous_training(data_file={data!r}, model_name='ct-race', "
-              "dataset_path='data/ct-race-{day}.parquet', "
-              f"training=TrainingSpec.model_validate_json({SMALL.model_dump_json()!r}), "
-              f"mlflow_block={mlflow_block_name!r})\n")
-    _run_all([script.format(data=str(sample_dir / f"{day}.parquet"), day=day) for day in ("day0", "day1")],
-             tmp_path, 900)
+    spec = SMALL.model_dump_json()
+    scripts = [("from flows.continuous_training import continuous_training\n"
+                "from tasks.sklearn_training import TrainingSpec\n"
+                f"continuous_training(data_file={str(sample_dir / f'{day}.parquet')!r}, model_name={name!r}, "
+                f"dataset_path='data/ct-race-{day}.parquet', training=TrainingSpec.model_validate_json({spec!r}), "
+                f"mlflow_block={mlflow_block_name!r})\n") for day in ("day0", "day1")]
+    _run_all(scripts, tmp_path, 900)
 
     client = MlflowClient(tracking_uri=mlflow_server.url)
     versions = {v.version: v.tags for v in client.search_model_versions(f"name = '{name}'")}
