@@ -61,3 +61,17 @@ def test_retried_evaluation_logging_appends_no_second_point(parent) -> None:
     for key in ("test_roc_auc", "test_log_loss", "slice.plan.basic.roc_auc", "slice_gap.plan", "fairness.disparity"):
         assert len(client.get_metric_history(run_id, key)) == 1, key
     assert {a.path for a in client.list_artifacts(run_id, "evaluation")} == {"evaluation/evaluation.json"}
+
+
+def test_retried_dataset_input_logging_records_one_input(parent, tmp_path) -> None:
+    import pandas as pd
+
+    from tasks.mlflow_tracking import log_dataset_input
+
+    server, client, _, run_id = parent
+    path = tmp_path / "data.parquet"
+    pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]}).to_parquet(path)
+    first = log_dataset_input.fn(server, run_id, str(path), "repo/data.parquet@abc", "data", "y")
+    second = log_dataset_input.fn(server, run_id, str(path), "repo/data.parquet@abc", "data", "y")
+    assert first == second
+    assert len(client.get_run(run_id).inputs.dataset_inputs) == 1
