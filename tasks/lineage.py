@@ -46,6 +46,16 @@ TAG_TIME_COLUMN = "mlops.time_column"
 #: JSON object column -> role (numeric, categorical, datetime, identifier, text, target).
 TAG_COLUMN_ROLES = "mlops.column_roles"
 
+#: Registered model a pipeline run trains (finds the unfinished runs of a model after a crash).
+TAG_MODEL_NAME = "mlops.model_name"
+#: JSON {package: version} of the libraries at training time (reproducing a run needs them).
+TAG_LIBRARIES = "mlops.libraries"
+#: The process that ran the pipeline: host, pid and its start time (tells a killed run from a live one).
+TAG_PROCESS_HOST = "mlops.process.host"
+TAG_PROCESS_PID = "mlops.process.pid"
+TAG_PROCESS_STARTED = "mlops.process.started"
+LIBRARIES = ("scikit-learn", "pandas", "numpy", "mlflow", "prefect")
+
 _CODE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,9 +81,30 @@ def code_version() -> dict[str, str]:
     return out
 
 
+def library_versions() -> dict[str, str]:
+    """Return the installed versions of the libraries that shape a trained model."""
+    from importlib import metadata
+
+    out = {}
+    for package in LIBRARIES:
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def process_tags() -> dict[str, str]:
+    """Return the host, pid and start time of this process as lineage tags."""
+    from tasks.mlflow_locks import process_identity
+
+    me = process_identity()
+    return {TAG_PROCESS_HOST: me["host"], TAG_PROCESS_PID: me["pid"], TAG_PROCESS_STARTED: me["started"]}
+
+
 @task(name="capture-lineage", cache_policy=NO_CACHE)
 def capture_lineage(trigger: dict[str, Any] | None = None) -> dict[str, str]:
-    """Capture code version, the Prefect flow run and deployment, and the trigger.
+    """Capture code version, library versions, the Prefect flow run and deployment, the process and the trigger.
 
     Args:
         trigger: The event or schedule that started this run, if any.
@@ -90,6 +121,8 @@ def capture_lineage(trigger: dict[str, Any] | None = None) -> dict[str, str]:
     from prefect.runtime import deployment, flow_run
 
     tags = code_version()
+    tags[TAG_LIBRARIES] = json.dumps(library_versions(), sort_keys=True)
+    tags.update(process_tags())
     tags[TAG_FLOW_RUN_ID] = str(flow_run.id or "")
     tags[TAG_FLOW_RUN_NAME] = str(flow_run.name or "")
     tags[TAG_DEPLOYMENT] = str(deployment.name or "ad-hoc")

@@ -1,8 +1,16 @@
 """MLflow model registry: versions, aliases (``champion``, ``challenger``), alias history, rollback.
 
-Every alias move is recorded as a registered-model tag ``mlops.alias_history.<seq>``
+Every alias move is recorded as a registered-model tag ``mlops.alias_history.<key>``
 holding a JSON :class:`AliasMove` (who, when, from, to, why, flow run), so "what served
-last Tuesday" and ``rollback`` are one call and live with the registry itself.
+last Tuesday" and ``rollback`` are one call and live with the registry itself. Keys are
+unique per move (time in ns + random suffix), never a read-then-incremented counter, and
+every move runs under the model's registry lock (tasks/mlflow_locks.py), so concurrent
+moves neither overwrite a record nor break the from -> to chain.
+
+Promotion progress is explicit on each version: tag ``mlops.promotion.state`` is
+``pending`` (registered, not yet gated against the champion under the lock), ``done``
+(promoted: the champion alias was moved) or ``rejected``. A run that dies in between
+leaves ``pending``, which the next run with the same training key completes.
 """
 
 from __future__ import annotations
@@ -10,6 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +31,14 @@ from pydantic import BaseModel
 from blocks.mlflow_server import MlflowServer
 from tasks.exceptions import RegistryError
 from tasks.logs import run_logger
+from tasks.mlflow_locks import ModelLock, acquire, release
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_PREFIX = "mlops.alias_history."
+TAG_PROMOTION_STATE = "mlops.promotion.state"
+PENDING, DONE, REJECTED = "pending", "done", "rejected"
+_ADVICE = "Check that the MLflow server is reachable (and the block's credentials), then rerun; nothing was promoted."
 
 
 class ModelVersionInfo(BaseModel):
@@ -50,6 +65,7 @@ class AliasMove(BaseModel):
     by: str
     reason: str
     flow_run_id: str | None = None
+    key: str | None = None
 
 
 def version_info(mv: Any) -> ModelVersionInfo:
@@ -61,12 +77,21 @@ def version_info(mv: Any) -> ModelVersionInfo:
 
 
 def _not_found(exc: Exception) -> bool:
+    """Whether an MLflow error says the model / alias / version does not exist (and nothing else)."""
     code = getattr(exc, "error_code", "")
-    return code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"} or "not found" in str(exc).lower()
+    message = str(exc).lower()
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    # A missing alias comes back as INVALID_PARAMETER_VALUE "Registered model alias x not found".
+    return code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message
 
 
 def alias_version(mlflow_server: MlflowServer, name: str, alias: str) -> ModelVersionInfo | None:
-    """Return the version an alias points to, or None if the model or alias does not exist."""
+    """Return the version an alias points to, or None if the model or alias does not exist.
+
+    Fails closed: any other failure (network, server, credentials) is a :class:`RegistryError`,
+    never read as "no such alias".
+    """
     from mlflow.exceptions import MlflowException
 
     try:
@@ -74,7 +99,28 @@ def alias_version(mlflow_server: MlflowServer, name: str, alias: str) -> ModelVe
     except MlflowException as exc:
         if _not_found(exc):
             return None
-        raise RegistryError(f"Reading alias {alias!r} of model {name!r} failed: {exc}") from exc
+        raise RegistryError(f"Reading alias {alias!r} of model {name!r} at {mlflow_server.tracking_uri} failed: "
+                            f"{exc}. {_ADVICE}") from exc
+    except Exception as exc:  # requests / urllib3 errors that MLflow did not wrap
+        raise RegistryError(f"Reading alias {alias!r} of model {name!r} at {mlflow_server.tracking_uri} failed: "
+                            f"{type(exc).__name__}: {exc}. {_ADVICE}") from exc
+
+
+def promotion_state(version: ModelVersionInfo) -> str:
+    """Return ``pending``, ``done`` or ``rejected`` for a version, also for versions made before the tag existed.
+
+    An untagged version whose gate said ``promoted`` but that never held ``champion`` (no
+    ``mlops.alias.champion.since`` tag) is ``pending``: its promotion never finished.
+    """
+    state = version.tags.get(TAG_PROMOTION_STATE)
+    if state in (PENDING, DONE, REJECTED):
+        return state
+    if CHAMPION in version.aliases or f"mlops.alias.{CHAMPION}.since" in version.tags:
+        return DONE
+    verdict = version.tags.get("mlops.gate.verdict")
+    if verdict == "promoted":
+        return PENDING
+    return REJECTED if verdict == "rejected" else PENDING
 
 
 @task(name="get-alias-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -118,8 +164,11 @@ def find_version_by_tag(mlflow_server: MlflowServer, name: str, key: str, value:
         ... def seen(name: str, key: str) -> bool:
         ...     return find_version_by_tag(MlflowServer.embedded(), name, "mlops.training_key", key) is not None
     """
-    client = mlflow_server.get_client()
-    versions = client.search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
+    try:
+        versions = mlflow_server.get_client().search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
+    except Exception as exc:
+        raise RegistryError(f"Searching versions of {name!r} with tag {key}={value} at {mlflow_server.tracking_uri} "
+                            f"failed: {exc}. {_ADVICE}") from exc
     if not versions:
         return None
     return version_info(max(versions, key=lambda v: int(v.version)))
@@ -211,8 +260,14 @@ def alias_history(mlflow_server: MlflowServer, name: str, alias: str | None = No
         if _not_found(exc):
             return []
         raise RegistryError(f"Reading the alias history of {name!r} failed: {exc}") from exc
-    moves = [AliasMove.model_validate_json(v) for k, v in tags.items() if k.startswith(HISTORY_PREFIX)]
-    moves.sort(key=lambda m: m.seq)
+    moves = []
+    for key, value in tags.items():
+        if key.startswith(HISTORY_PREFIX):
+            move = AliasMove.model_validate_json(value)
+            moves.append(move.model_copy(update={"key": key[len(HISTORY_PREFIX):]}))
+    # Old records have 6-digit counters as keys, new ones 20-digit ns times: both sort by (time, key).
+    moves.sort(key=lambda m: (dt.datetime.fromisoformat(m.at), m.key or ""))
+    moves = [m.model_copy(update={"seq": i}) for i, m in enumerate(moves, start=1)]
     return [m for m in moves if alias is None or m.alias == alias]
 
 
@@ -248,8 +303,8 @@ def list_alias_history(mlflow_server: MlflowServer, name: str, alias: str | None
 
 @task(name="set-model-alias", cache_policy=NO_CACHE)
 def set_model_alias(mlflow_server: MlflowServer, name: str, alias: str, version: str, reason: str,
-                    flow_run_id: str | None = None) -> AliasMove:
-    """Point an alias at a version and record the move (who, when, from, to, why).
+                    flow_run_id: str | None = None, lock: ModelLock | None = None) -> AliasMove:
+    """Point an alias at a version and record the move (who, when, from, to, why), under the model's lock.
 
     Args:
         mlflow_server: The MLflow block.
@@ -258,6 +313,7 @@ def set_model_alias(mlflow_server: MlflowServer, name: str, alias: str, version:
         version: Version it now points to.
         reason: Why (recorded with the move).
         flow_run_id: Prefect flow run that moved it.
+        lock: The model's registry lock if the caller holds it; None takes (and releases) it here.
 
     Returns:
         The recorded move.
@@ -271,22 +327,35 @@ def set_model_alias(mlflow_server: MlflowServer, name: str, alias: str, version:
         ... def promote(version: str) -> None:
         ...     set_model_alias(MlflowServer.embedded(), "churn-classifier", "champion", version, "passed the gate")
     """
+    held = lock or acquire(mlflow_server, name, flow_run_id)
+    try:
+        move = move_alias(mlflow_server, name, alias, str(version), reason, flow_run_id)
+    finally:
+        if lock is None:
+            release(mlflow_server, held)
+    run_logger().info("Alias %s of %s: %s -> %s (%s)", alias, name, move.from_version, version, reason)
+    return move
+
+
+def move_alias(mlflow_server: MlflowServer, name: str, alias: str, version: str, reason: str,
+               flow_run_id: str | None = None) -> AliasMove:
+    """Move an alias and record the move under a unique key; call it only while holding the model's lock."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow_server.get_client()
     previous = alias_version(mlflow_server, name, alias)
-    history = alias_history(mlflow_server, name)
-    move = AliasMove(seq=(history[-1].seq + 1) if history else 1, model=name, alias=alias,
-                     from_version=previous.version if previous else None, to_version=str(version),
-                     at=dt.datetime.now(dt.UTC).isoformat(), by=getpass.getuser(), reason=reason[:1000],
-                     flow_run_id=flow_run_id)
+    now = dt.datetime.now(dt.UTC)
+    key = f"{time.time_ns():020d}.{uuid.uuid4().hex[:8]}"
+    move = AliasMove(seq=0, model=name, alias=alias, from_version=previous.version if previous else None,
+                     to_version=str(version), at=now.isoformat(), by=getpass.getuser(), reason=reason[:1000],
+                     flow_run_id=flow_run_id, key=key)
     try:
         client.set_registered_model_alias(name, alias, str(version))
-        client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{move.seq:06d}", move.model_dump_json())
+        client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{key}", move.model_dump_json(exclude={"key"}))
         client.set_model_version_tag(name, str(version), f"mlops.alias.{alias}.since", move.at)
     except MlflowException as exc:
-        raise RegistryError(f"Moving alias {alias!r} of {name!r} to version {version} failed: {exc}") from exc
-    run_logger().info("Alias %s of %s: %s -> %s (%s)", alias, name, move.from_version, version, reason)
+        raise RegistryError(f"Moving alias {alias!r} of {name!r} to version {version} failed: {exc}. The alias "
+                            f"may or may not have moved; rerun to complete it. {_ADVICE}") from exc
     return move
 
 
@@ -319,23 +388,30 @@ def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInf
         ... def fetch(v: ModelVersionInfo) -> str:
         ...     return download_model_version(MlflowServer.embedded(), v, "/tmp/models")
     """
-    import mlflow.artifacts
-
     target = Path(dst_dir) / f"{version.name}-v{version.version}"
     if (target / "MLmodel").is_file():
         return str(target)
-    target.mkdir(parents=True, exist_ok=True)
-    mlflow_server.get_client()  # configures HTTP retries and credentials
+    partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex[:8]}")
+    partial.mkdir(parents=True, exist_ok=True)
+    what = f"Downloading model {version.name!r} version {version.version} from {version.source}"
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target),
-                                                    tracking_uri=mlflow_server.tracking_uri)
+        repo = mlflow_server.artifact_repository(version.source)
+        with mlflow_server.scope():
+            repo.download_artifacts("", dst_path=str(partial))
     except Exception as exc:
-        raise RegistryError(f"Downloading {version.name} v{version.version} from {version.source} failed: {exc}") \
-            from exc
-    found = next(Path(local).rglob("MLmodel"), None)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RegistryError(f"{what} (registry {mlflow_server.tracking_uri}) failed: {type(exc).__name__}: {exc}. "
+                            f"{_ADVICE}") from exc
+    found = next(partial.rglob("MLmodel"), None)
     if found is None:
-        raise RegistryError(f"{version.name} v{version.version} at {version.source} has no MLmodel file.")
-    return str(found.parent)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RegistryError(f"Model {version.name!r} version {version.version} at {version.source} has no MLmodel "
+                            "file: the registered artifact is incomplete. Register a complete model or delete "
+                            "that version, then rerun.")
+    shutil.rmtree(target, ignore_errors=True)
+    found.parent.rename(target)  # complete copies only: a killed download never looks cached
+    shutil.rmtree(partial, ignore_errors=True)
+    return str(target)
 
 
 def run_metrics(mlflow_server: MlflowServer, run_id: str) -> dict[str, float]:

@@ -23,6 +23,9 @@ from tasks.logs import run_logger
 from tasks.model_evaluation import Evaluation, load_model
 from tasks.sklearn_training import TrialResult
 
+#: ``<parent run id>/<trial index>``: one nested run per trial, also across retries.
+TAG_TRIAL_KEY = "mlops.trial_key"
+
 
 def _wrap(operation: str, mlflow_server: MlflowServer, exc: Exception) -> TrackingServerError:
     return TrackingServerError(
@@ -130,14 +133,25 @@ def log_trial_run(mlflow_server: MlflowServer, experiment_id: str, parent_run_id
     from mlflow.entities import Metric, Param
 
     client = mlflow_server.get_client()
-    now = int(time.time() * 1000)
-    run = client.create_run(experiment_id, run_name=f"trial-{trial.trial}",
-                            tags={"mlflow.parentRunId": parent_run_id, "mlops.estimator": estimator})
-    client.log_batch(run.info.run_id,
-                     metrics=[Metric(f"valid_{k}", v, now, 0) for k, v in trial.metrics.items()]
-                     + [Metric("fit_seconds", trial.fit_seconds, now, 0)],
-                     params=[Param(k, str(v)[:6000]) for k, v in trial.params.items()])
-    client.set_terminated(run.info.run_id, "FINISHED")
+    key = f"{parent_run_id}/{trial.trial}"
+    try:
+        # Keyed, so a retry after a lost response reuses the run instead of creating a second one.
+        found = client.search_runs([experiment_id], max_results=1, filter_string=(
+            f"tags.`{TAG_TRIAL_KEY}` = '{key}' and tags.`mlflow.parentRunId` = '{parent_run_id}'"))
+        run = found[0] if found else client.create_run(
+            experiment_id, run_name=f"trial-{trial.trial}",
+            tags={"mlflow.parentRunId": parent_run_id, "mlops.estimator": estimator, TAG_TRIAL_KEY: key})
+        if run.info.status == "FINISHED":
+            return run.info.run_id
+        now = int(time.time() * 1000)
+        present = set(client.get_run(run.info.run_id).data.metrics) if found else set()
+        metrics = [Metric(f"valid_{k}", v, now, 0) for k, v in trial.metrics.items()]
+        metrics += [Metric("fit_seconds", trial.fit_seconds, now, 0)]
+        client.log_batch(run.info.run_id, metrics=[m for m in metrics if m.key not in present],
+                         params=[Param(k, str(v)[:6000]) for k, v in trial.params.items()])  # same values: no-op
+        client.set_terminated(run.info.run_id, "FINISHED")
+    except Exception as exc:
+        raise _wrap(f"log trial {trial.trial}", mlflow_server, exc) from exc
     return run.info.run_id
 
 
@@ -197,6 +211,8 @@ def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluat
     from mlflow.entities import Metric
 
     client = mlflow_server.get_client()
+    # A retry must not append a second point: metrics already on the run are skipped (step 0, one point each).
+    present = set(client.get_run(run_id).data.metrics)
     now = int(time.time() * 1000)
     metrics = [Metric(f"{prefix}{k}", v, now, 0) for k, v in evaluation.metrics.items()]
     for column, table in evaluation.slice_metrics.items():
@@ -206,6 +222,7 @@ def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluat
     for key in ("disparity", "demographic_parity_difference", "equal_opportunity_difference"):
         if key in evaluation.fairness:
             metrics.append(Metric(f"fairness.{key}", float(evaluation.fairness[key]), now, 0))
+    metrics = [m for m in metrics if m.key not in present]
     for start in range(0, len(metrics), 900):
         client.log_batch(run_id, metrics=metrics[start:start + 900])
     client.log_dict(run_id, evaluation.model_dump(mode="json"), "evaluation/evaluation.json")

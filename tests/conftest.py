@@ -55,7 +55,7 @@ def prefect_server(session_home: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def mlflow_server(session_home: Path) -> Iterator[ServerProcess]:
     """A real ``mlflow server`` on a free 127.0.0.1 port with a SQLite backend."""
-    server = start_mlflow_server(session_home / "mlflow-server")
+    server = start_mlflow_server(session_home / "mlflow-server", deadline_s=600)  # 2.5 min seen on a busy box
     yield server
     server.stop()
 
