@@ -151,8 +151,8 @@ def continuous_training(
     # Data: a sample the very first time, or the labelled traffic; validated, then versioned.
     init_data_repo(data_repo)
     if data_file is None and read_dvc_md5(data_repo.repo_path, dataset_path) is None:
-        data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"),
-                                          task_type="regression" if spec.task_type == "regression" else "classification")
+        kind = "regression" if spec.task_type == "regression" else "classification"
+        data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"), task_type=kind)
     if data_file is None and (feedback_hours or feedback_since):
         current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
         since = feedback_since or window_bounds(feedback_hours or 24.0)[0]
