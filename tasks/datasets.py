@@ -243,6 +243,33 @@ def write_dataset(frame: pd.DataFrame, path: str | Path, fmt: str | None = None)
     return str(path)
 
 
+def place_dataset(source: str | Path, target: str | Path, action: str = "place the dataset") -> None:
+    """Write ``source`` to ``target`` (atomically) in the format the target's suffix names, converting if needed.
+
+    Args:
+        source: A CSV, Parquet or JSON Lines file (its content decides its format).
+        target: The file to write; a file already in the target's format is copied byte for byte.
+        action: What is being done, for the error message.
+
+    Raises:
+        DataVersioningError: If the source cannot be read, or the target's folder is read-only or full.
+    """
+    source, target = Path(source), Path(target)
+    source_format, target_format = detect_format(source), SUFFIXES[target.suffix.lower()]
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source_format == target_format:
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+        else:
+            write_dataset(read_dataset(source, source_format), target, target_format)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise storage_error(exc, target, action) from exc
+
+
 class StagedDataset(BaseModel):
     """A user's file in the stored format, waiting for validation before it is versioned."""
 
@@ -301,11 +328,7 @@ def stage_dataset(source_path: str, dataset_path: str, staging_dir: str) -> Stag
     folder = Path(staging_dir)
     partial = folder / f".staging-{os.getpid()}-{source.name}{suffix}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if source_format == stored_format:
-            shutil.copyfile(source, partial)
-        else:
-            write_dataset(read_dataset(source, source_format), partial, stored_format)
+        place_dataset(source, partial, f"stage {source}")
         md5 = _md5(partial)
         staged = folder / f"{md5}{suffix}"
         os.replace(partial, staged)

@@ -26,7 +26,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from blocks.dvc_repository import DvcRepository
-from tasks.datasets import SUFFIXES, detect_format, fs_advice, os_fault, read_dataset, storage_error, write_dataset
+from tasks.datasets import SUFFIXES, detect_format, fs_advice, os_fault, place_dataset, storage_error
 from tasks.exceptions import DataVersioningError, DvcRemoteError
 from tasks.locks import file_lock
 from tasks.logs import run_logger
@@ -206,23 +206,6 @@ def _checkout_head_data(data_repo: DvcRepository, target: Path) -> None:
             repo.close()
 
 
-def _place(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` in the format the target's suffix names (converting if needed)."""
-    source_format, target_format = detect_format(source), SUFFIXES[target.suffix.lower()]
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source_format == target_format:
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
-        else:
-            write_dataset(read_dataset(source, source_format), target, target_format)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        raise storage_error(exc, target, f"copy {source} into the data repo") from exc
-
-
 @task(name="version-dataset")
 def version_dataset(data_repo: DvcRepository, source_path: str, dataset_path: str = "data/train.parquet",
                     message: str | None = None) -> DatasetVersion:
@@ -270,7 +253,7 @@ def version_dataset(data_repo: DvcRepository, source_path: str, dataset_path: st
     with _repo_lock(repo_path):
         _discard_unfinished(repo_path)
         if source.resolve() != target.resolve():
-            _place(source, target)
+            place_dataset(source, target, f"copy {source} into the data repo")
         try:
             md5, new_commit, rev = _add_push_commit(data_repo, target, dataset_path, paths, message)
         except BaseException:
