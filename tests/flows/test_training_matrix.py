@@ -173,10 +173,11 @@ def test_dates_as_strings_are_date_features_and_the_registered_model_serves_them
     roles = json.loads(tags["mlops.column_roles"])
     assert roles["order_id"] == "identifier" and roles["ordered"] == "datetime"
     assert json.loads(tags["mlops.positive_label"]) == "yes" and json.loads(tags["mlops.classes"]) == ["no", "yes"]
+    requests = pd.DataFrame({"ordered": ["2024-06-01", "2024-06-03", "2025-01-04T10:00:00"],
+                             "amount": [50.0, 50.0, 20.0], "channel": ["web", "fax", "shop"]})
     script = ("import json, pandas as pd, mlflow.pyfunc, sys\n"
               "m = mlflow.pyfunc.load_model('models:/mx-dates@champion')\n"
-              "x = pd.DataFrame({'ordered': ['2026-05-02', '2026-05-04'], 'amount': [50.0, 50.0],"
-              " 'channel': ['web', 'fax']})\n"
+              f"x = pd.read_json({requests.to_json(orient='records')!r}, orient='records', dtype=False)\n"
               "print(json.dumps([str(v) for v in m.predict(x)]))\n"
               "print('tasks' in sys.modules)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_MLOPS")}
@@ -185,4 +186,32 @@ def test_dates_as_strings_are_date_features_and_the_registered_model_serves_them
                           cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
-    assert lines[-2] == '["yes", "no"]' and lines[-1] == "False"  # a Saturday, a Monday
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(mlflow_server.url)  # the test, not the library, sets global state
+    in_process = [str(v) for v in mlflow.pyfunc.load_model("models:/mx-dates@champion").predict(requests)]
+    assert json.loads(lines[-2]) == in_process and set(in_process) <= {"yes", "no"}
+    assert lines[-1] == "False"  # the serving process never imported our code
+
+
+def test_time_split_retrain_whose_validation_slice_holds_two_of_three_classes(
+        mlflow_block_name: str, client: MlflowClient, tmp_path: Path) -> None:
+    """Issue 7: binary averaging was chosen from a two-class validation slice of string labels: a crash."""
+    from tasks.sklearn_training import TrainingSpec
+
+    rng = np.random.default_rng(3)
+    n = 900
+    x = rng.normal(size=n)
+    label = np.where(x < -0.5, "low", np.where(x < 0.5, "mid", "high"))
+    label[-360:] = np.where(x[-360:] < 0, "low", "mid")  # validation and test: two of the three classes
+    frame = pd.DataFrame({"x": x, "y2": rng.normal(size=n), "label": label,
+                          "when": pd.date_range("2025-01-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S")})
+    path = tmp_path / "seasonal.parquet"
+    frame.to_parquet(path, index=False)
+    summary = continuous_training(data_file=str(path), model_name="mx-time", target="label",
+                                  dataset_path="data/mx-time.parquet", mlflow_block=mlflow_block_name,
+                                  training=TrainingSpec(split="time", time_column="when"))
+    assert summary.task_type == "multiclass" and "f1_macro" in summary.metrics and summary.reasons
+    tags = client.get_model_version("mx-time", summary.model_version).tags
+    assert json.loads(tags["mlops.classes"]) == ["high", "low", "mid"] and tags["mlops.time_column"] == "when"
+    assert "when" not in json.loads(tags["mlops.features"])
