@@ -192,7 +192,8 @@ def monitor_model(
                          f"monitoring/{stamp}")
 
     events: list[str] = []
-    window_info: dict[str, Any] = {"start": start, "end": end, "rows": window.rows, "time_basis": window.time_basis}
+    window_info: dict[str, Any] = {"start": start, "end": end, "rows": window.rows, "time_basis": window.time_basis,
+                                   "first_arrival": window.first_arrival}
     if emit_events and drift.verdict == "drift":
         emit_model_event(DRIFT_DETECTED, model_name, {
             "drift_share": drift.drift_share, "drifted_columns": drift.drifted_columns, "window": window_info,

@@ -33,6 +33,7 @@ class WindowFile(BaseModel):
     time_basis: Literal["event", "arrival"] = "arrival"
     time_column: str | None = None
     unparsed_time_rows: int = 0
+    first_arrival: str | None = None
     note: str = ""
 
 
@@ -142,7 +143,8 @@ def export_inference_window(log_dir: str | None, model_name: str, start: str, en
         arrival_start: With ``time_column``: earliest arrival time read (None: the whole log).
 
     Returns:
-        The file, its row count, how many rows have a label, and which time selected the rows.
+        The file, its row count, how many rows have a label, which time selected the rows, and the
+        earliest arrival among them (``first_arrival``: where feedback for retraining starts).
 
     Examples:
         >>> from prefect import flow
@@ -151,6 +153,8 @@ def export_inference_window(log_dir: str | None, model_name: str, start: str, en
         ...     return export_inference_window(None, "macro-gdp", "2008-01-01", "2009-01-01", "/tmp/w.parquet",
         ...                                    time_column="date").rows
     """
+    import pandas as pd
+
     from tasks.inference_log import read_inference_log
 
     logger = run_logger()
@@ -175,12 +179,14 @@ def export_inference_window(log_dir: str | None, model_name: str, start: str, en
     frame.to_parquet(path, index=False)
     labeled = int(frame["label"].notna().sum()) if "label" in frame.columns else 0
     versions = sorted(frame["model_version"].dropna().astype(str).unique().tolist()) if len(frame) else []
+    first = frame["timestamp"].min() if len(frame) else None
     by = f"event time '{time_column}'" if basis == "event" else "arrival time"
     logger.info("Window %s .. %s of %s by %s: %d predictions, %d labelled%s", start, end, model_name, by,
                 len(frame), labeled, f" ({note})" if note else "")
     return WindowFile(path=str(path), rows=len(frame), labeled_rows=labeled, start=start, end=end,
                       versions=versions, time_basis=basis, time_column=time_column if basis == "event" else None,
-                      unparsed_time_rows=unparsed, note=note)
+                      unparsed_time_rows=unparsed, note=note,
+                      first_arrival=None if first is None or pd.isna(first) else pd.Timestamp(first).isoformat())
 
 
 def cast_labels(labels: pd.Series, like: pd.Series, target: str) -> pd.Series:

@@ -276,6 +276,9 @@ def test_event_time_window_selects_by_the_logged_time_column(tmp_path: Path) -> 
     rows = pd.read_parquet(decade.path)
     assert sorted(rows["date"]) == sorted(expected["date"]) and rows["label"].notna().all()
 
+    first = min(a for a, d in zip(arrivals, frame["date"], strict=True) if "1990-01-01" <= d < "2000-01-01")
+    assert abs(dt.datetime.fromisoformat(decade.first_arrival).timestamp() - first) < 1e-3  # feedback starts here
+
     quarter = window(log_dir, "macro", tmp_path, start="2008-07-01T00:00:00+00:00", end="2008-09-29T00:00:00+00:00",
                      time_column="date")  # a 90-day window
     assert quarter.rows == 1 and pd.read_parquet(quarter.path)["date"].tolist() == ["2008-07-01"]
