@@ -27,7 +27,7 @@ from flows.common import (
     load_mlflow,
     load_policy,
 )
-from flows.training_data import prepare_training_data
+from flows.training_data import known_time_column, prepare_training_data
 from flows.training_stages import evaluate_registered, gate_and_promote, quietly, tune_and_register
 from tasks import lineage as L
 from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5
@@ -157,7 +157,9 @@ def continuous_training(
         current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
         since = feedback_since or window_bounds(feedback_hours or 24.0)[0]
         data_file = build_feedback_dataset(current, inference_log_dir(log_dir, serving_block), model_name, since,
-                                           target, str(home / "incoming" / f"{model_name}-feedback.parquet")).path
+                                           target, str(home / "incoming" / f"{model_name}-feedback.parquet"),
+                                           time_column=known_time_column(contract, str(contract_file(model_name)))
+                                           ).path
     data = prepare_training_data(data_repo, data_file, dataset_path, model_name, target, contract,
                                  str(contract_file(model_name)), home, task_type=spec.task_type)
     version, local_file = data.version, data.local_file

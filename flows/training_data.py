@@ -110,3 +110,11 @@ def prepare_training_data(data_repo: DvcRepository, data_file: str | None, datas
                          labels={"mlops.origin": "continuous-training"})
         local_file = pull_dataset(data_repo, dataset_path, version.rev, cache)
     return PreparedData(version=version, local_file=local_file, contract=contract, report=report)
+
+
+def known_time_column(contract: DataContract | None, contract_path: str) -> str | None:
+    """Return the event-time column of the model's contract (a saved one, else the stored one), if any."""
+    if contract is not None:
+        return contract.time_column
+    path = Path(contract_path)
+    return DataContract.from_file(path).time_column if path.is_file() else None

@@ -34,8 +34,7 @@ ROWS: list[dict[str, Any]] = []
 def matrix_serving(session_home: Path, prefect_server: str):
     from tasks.bentoml_serving import stop_serving
 
-    block = serving_block_for(session_home, "matrix-serving", max_request_records=1000,
-                              max_request_bytes=4 * 1024 * 1024)
+    block = serving_block_for(session_home, "matrix-serving")
     yield block
     stop_serving(block)
     if ROWS:
