@@ -41,9 +41,10 @@ TRIGGER_PARAMETER = {
     "payload": "{{ event.payload | default({}) }}",
 }
 
-#: Start of the window that drifted or decayed (None when the event has no window: the flow then
-#: uses its ``feedback_hours``).
-WINDOW_START_TEMPLATE = "{{ event.payload.window.start | default(none) }}"
+#: Arrival time of the first prediction of the window that drifted or decayed (its start when the event
+#: does not say; for an event-time window the start is an event time, not an arrival time), None when the
+#: event has no window: the flow then uses its ``feedback_hours``.
+WINDOW_START_TEMPLATE = "{{ (event.payload.window.first_arrival or event.payload.window.start) | default(none) }}"
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,9 @@ def registered_models(server: Any, block_name: str | None) -> list[str]:
         models = server.get_client().search_registered_models(max_results=1000)
     except Exception as exc:  # noqa: BLE001 - MLflow raises several types for an unreadable store
         raise CliError(f"cannot read {_where(block_name, uri)}: {exc}") from exc
-    return sorted(m.name for m in models)
+    from tasks.mlflow_locks import is_lock_name
+
+    return sorted(m.name for m in models if not is_lock_name(m.name))
 
 
 def resolve_model(server: Any, block_name: str | None, model: str | None) -> str:

@@ -21,8 +21,9 @@ event                           payload keys
 ``mlops.model.rolled_back``     ``version``, ``previous_version``, ``reason``
 ``mlops.model.deployed``        ``version``, ``previous_version``, ``url``, ``bento``
 ``mlops.deployment.failed``     ``version``, ``reason``, ``serving_version``, ``alias_restored_to``
-``mlops.monitoring.drift_detected``  ``drift_share``, ``drifted_columns``, ``window`` ({start, end, rows}),
-                                ``report``, ``champion_version``
+``mlops.monitoring.drift_detected``  ``drift_share``, ``drifted_columns``, ``window``,
+                                ``report``, ``champion_version``; ``window`` = {start, end, rows, time_basis,
+                                first_arrival}
 ``mlops.monitoring.performance_decayed``  ``metric``, ``value``, ``baseline``, ``window``, ``champion_version``
 ``mlops.monitoring.data_quality_failed``  ``issues``, ``window``
 ==============================  ===========================================================

@@ -60,6 +60,11 @@ def lock_name(model: str) -> str:
     return f"{model}{LOCK_SUFFIX}"
 
 
+def is_lock_name(name: str) -> bool:
+    """Return whether a registered-model name is a lock (or a lock breaker), not a model."""
+    return name.endswith(LOCK_SUFFIX) or f"{LOCK_SUFFIX}.break." in name
+
+
 def process_identity() -> dict[str, str]:
     """Return host, pid and the pid's start time of this process (a pid alone is reused)."""
     import psutil
