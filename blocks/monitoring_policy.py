@@ -58,7 +58,8 @@ class MonitoringPolicy(Block):
         categorical_method: Default drift method for categorical columns.
         column_methods: Column name to the drift method used for it.
         column_thresholds: Column name to its threshold (in its method's units).
-        min_window_rows: Smallest window (rows, on either side) that gets a drift verdict.
+        min_window_rows: Smallest current window (rows) that gets a drift verdict.
+        min_reference_rows: Smallest reference (rows) that gets a drift verdict.
         min_labeled_rows: Smallest number of labelled rows that gets a performance verdict.
         max_sample_rows: Largest number of rows per side that the drift tests see.
         sample_seed: Seed of the sampling.
@@ -107,6 +108,11 @@ class MonitoringPolicy(Block):
     min_window_rows: int = Field(
         default=200, ge=1,
         description="Windows with fewer rows get the verdict 'not_enough_data' instead of a drift verdict.",
+    )
+    min_reference_rows: int = Field(
+        default=50, ge=1,
+        description="A reference (the champion's training data) with fewer rows gets no drift verdict; it is not "
+                    "held to min_window_rows, since a small training set is still what the model learned from.",
     )
     min_labeled_rows: int = Field(
         default=200, ge=1,

@@ -378,14 +378,20 @@ def _plain_label(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _too_small(reference_rows: int, current_rows: int, policy: MonitoringPolicy) -> bool:
+    """Whether either side is below its minimum (the current window's, or the reference's)."""
+    return current_rows < policy.min_window_rows or reference_rows < policy.min_reference_rows
+
+
 def _not_enough(reference_rows: int, current_rows: int, policy: MonitoringPolicy, started: float) -> DriftSummary:
-    short = "current window" if current_rows < policy.min_window_rows else "reference"
-    rows = current_rows if short == "current window" else reference_rows
+    if current_rows < policy.min_window_rows:
+        unmet = f"the current window has {current_rows} rows, fewer than min_window_rows={policy.min_window_rows}"
+    else:
+        unmet = (f"the reference has {reference_rows} rows, fewer than min_reference_rows="
+                 f"{policy.min_reference_rows}")
     return DriftSummary(
         verdict="not_enough_data", reference_rows=reference_rows, current_rows=current_rows,
-        seconds=time.perf_counter() - started,
-        message=f"Not enough data: the {short} has {rows} rows, fewer than min_window_rows="
-                f"{policy.min_window_rows}; no drift test ran.",
+        seconds=time.perf_counter() - started, message=f"Not enough data: {unmet}; no drift test ran.",
     )
 
 
@@ -432,7 +438,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
                                 prediction_column, "reference frame", "current frame")
     skipped = dict(skipped or {})
     ref_rows, cur_rows = len(reference), len(current)
-    if min(ref_rows, cur_rows) < policy.min_window_rows:
+    if _too_small(ref_rows, cur_rows, policy):
         result = DriftComputation(_not_enough(ref_rows, cur_rows, policy, started))
         result.summary.skipped_columns = skipped
         return result
@@ -735,7 +741,7 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
     features = _resolve_columns(ref_names, cur_names, candidates, prediction_column, str(ref_file), str(cur_file))
     wanted = features + ([prediction_column] if prediction_column else [])
     windows = {"reference": str(ref_file), "current": str(cur_file)}
-    if ref_rows is not None and cur_rows is not None and min(ref_rows, cur_rows) < policy.min_window_rows:
+    if ref_rows is not None and cur_rows is not None and _too_small(ref_rows, cur_rows, policy):
         result = DriftComputation(_not_enough(ref_rows, cur_rows, policy, started))
         result.summary.skipped_columns = skipped
         logger.info(result.summary.message)

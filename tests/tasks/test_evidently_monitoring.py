@@ -154,7 +154,7 @@ def test_too_small_window_is_not_enough_data(mixed_files: tuple[str, str], tmp_p
     assert json.loads(Path(summary.json_path).read_text())["summary"]["verdict"] == "not_enough_data"
     # The same rule holds for frames and for a too-small reference.
     frames = compute_drift(pd.read_parquet(reference).head(10), pd.read_parquet(small),
-                           MonitoringPolicy(min_window_rows=5)).summary
+                           MonitoringPolicy(min_window_rows=5, min_reference_rows=5)).summary
     assert frames.verdict != "not_enough_data"
     tiny_reference = compute_drift(pd.read_parquet(reference).head(10), pd.read_parquet(mixed_files[1]),
                                    MonitoringPolicy()).summary
