@@ -23,8 +23,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Run continuous training ad hoc."""
     from flows.continuous_training import continuous_training
 
-    summary = continuous_training(data_file=args.data, model_name=args.model, mlflow_block=args.mlflow_block)
+    options = {"target": args.target} if args.target else {}
+    if args.dataset_path:
+        options["dataset_path"] = args.dataset_path
+    summary = continuous_training(data_file=args.data, model_name=args.model, mlflow_block=args.mlflow_block,
+                                  **options)
     print(summary.render())
+    return 0
+
+
+def cmd_stop_endpoint(args: argparse.Namespace) -> int:
+    """Stop a serving endpoint and every process of it (supervisor, front, backends, workers)."""
+    from flows.deploy_model import load_serving
+    from tasks.bentoml_serving import stop_serving
+
+    serving = load_serving(args.serving_block)
+    stopped = stop_serving(serving)["stopped"]
+    print(f"{serving.endpoint_url()}: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
 
@@ -156,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run the continuous-training flow once")
     train.add_argument("--data", default=None, help="CSV/Parquet file to version and train on")
     train.add_argument("--model", default="churn-classifier")
+    train.add_argument("--target", default=None, help="target column (default: churned, the sample data's)")
+    train.add_argument("--dataset-path", default=None, help="path of the dataset in the data repo "
+                                                            "(default: data/train.parquet)")
     train.set_defaults(func=cmd_train)
     rollback = sub.add_parser("rollback", help="make the previous champion serve again")
     rollback.add_argument("--model", default=None, help="registered model (default: the only one registered)")
@@ -170,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--model", default=None, help="registered model (default: the only one registered)")
     status.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     status.set_defaults(func=cmd_status)
+    stop = sub.add_parser("stop-endpoint", help="stop a serving endpoint and all of its processes")
+    stop.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
+    stop.set_defaults(func=cmd_stop_endpoint)
     serve = sub.add_parser("serve", help="serve every deployment from this process (no work pool)")
     _add_definition_options(serve)
     serve.add_argument("--limit", type=int, default=None, help="most flow runs at once")

@@ -163,6 +163,9 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
         DeploymentDefinition("flows/deploy_model.py:deploy_model", "on-promotion", "Serve the new champion.",
                              parameters=shared,
                              triggers=(EventTrigger((MODEL_PROMOTED, MODEL_ROLLED_BACK), dt.timedelta(seconds=1)),)),
+        DeploymentDefinition("flows/deploy_model.py:watch_serving", "every-5-minutes", "Restart a dead front, "
+                             "backend or supervisor of the serving endpoint (the supervisor's own backstop).",
+                             interval=watch_every, parameters=shared),
         DeploymentDefinition("flows/batch_scoring.py:batch_scoring", "manual", "Score a data set with the champion.",
                              parameters=shared),
         DeploymentDefinition("flows/rollback_model.py:rollback_model", "manual", "Make the previous champion serve.",
