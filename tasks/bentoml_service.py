@@ -157,7 +157,7 @@ def record_schema(columns: list[dict[str, Any]], max_records: int,
     import datetime as dt
     from typing import Annotated, NotRequired, Optional
 
-    from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, with_config
+    from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, with_config
     from typing_extensions import TypedDict
 
     def field_type(mlflow_type: str, required: bool) -> Any:
@@ -172,8 +172,8 @@ def record_schema(columns: list[dict[str, Any]], max_records: int,
                 Annotated[float, Strict(), Field(**limits), AfterValidator(_finite)]
         elif kind == "bool":
             typ = Annotated[bool, Strict()]
-        elif kind == "datetime":
-            typ = Annotated[dt.datetime, Strict()]
+        elif kind == "datetime":  # an ISO date-time, or a date alone (midnight), as CSV exports write them
+            typ = Annotated[dt.datetime, Strict(), BeforeValidator(_date_as_midnight)]
         else:
             typ = Annotated[str, Strict()]
         return typ if required else NotRequired[Optional[typ]]  # noqa: UP045 - typing form needed at runtime
@@ -191,6 +191,21 @@ def record_schema(columns: list[dict[str, Any]], max_records: int,
     one = TypeAdapter(record)
     many = TypeAdapter(Annotated[list[record], Field(min_length=1, max_length=max_records)])  # type: ignore[valid-type]
     return one, many
+
+
+def _date_as_midnight(value: Any) -> Any:
+    """Read an ISO 8601 text (a date alone, ``2026-03-31``, is that day's midnight) as a datetime.
+
+    Anything else is left to the strict schema, which names the field and the bad value.
+    """
+    import datetime as dt
+
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _shown(value: Any, limit: int) -> str:
