@@ -89,6 +89,8 @@ def select_event_window(frame: pd.DataFrame, time_column: str, start: str, end: 
                         ) -> tuple[pd.DataFrame, int, str | None]:
     """Keep the logged rows whose event time (``time_column``, parsed) lies in ``[start, end)``.
 
+    A row that carries no event time (the client did not send it) takes its arrival time.
+
     Args:
         frame: Rows of the inference log (a wide arrival range).
         time_column: The model's event-time column; logged under its own name (``feature_<name>`` when the
@@ -97,7 +99,7 @@ def select_event_window(frame: pd.DataFrame, time_column: str, start: str, end: 
         end: Window end, exclusive.
 
     Returns:
-        The selected rows, how many rows had no parseable event time (left out), and the log column
+        The selected rows, how many rows had an unparseable event time (left out), and the log column
         used (None when the log has no such column: nothing is selected).
 
     Examples:
@@ -113,6 +115,10 @@ def select_event_window(frame: pd.DataFrame, time_column: str, start: str, end: 
     if column is None:
         return frame.iloc[0:0], 0, None
     times = parse_event_times(frame[column])
+    missing = frame[column].isna()
+    if "timestamp" in frame.columns and bool(missing.any()):
+        # A request that did not send its event time happened when it was scored: its arrival time.
+        times = times.mask(missing, parse_event_times(frame["timestamp"]))
     inside = (times >= _utc(start)) & (times < _utc(end))
     return frame.loc[inside.fillna(False).to_numpy()].reset_index(drop=True), int(times.isna().sum()), column
 
