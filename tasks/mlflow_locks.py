@@ -145,7 +145,11 @@ def _break(client, name: str, holder: dict[str, str], reason: str) -> None:  # n
     try:
         current = _holder(client, name)
         if current is not None and current.get(TAG_OWNER) == owner:
-            client.delete_registered_model(name)
+            try:
+                client.delete_registered_model(name)
+            except MlflowException as exc:
+                if not _not_exists(exc):  # already gone: its owner released it after all
+                    raise
             run_logger().warning("Broke stale lock %s of flow run %s (%s)", name, holder.get(TAG_FLOW_RUN), reason)
     finally:
         with contextlib.suppress(MlflowException):
@@ -174,6 +178,10 @@ def acquire(mlflow_server: MlflowServer, model: str, flow_run_id: str | None = N
                     "delete it by hand only if the flow run named in its tags is dead."))
                 return ModelLock(model=model, lock_name=name, owner=owner, expires_at=expires, flow_run_id=flow_run_id)
             except MlflowException as exc:
+                if _not_exists(exc):
+                    # The server saw the name taken, then could not read it back to word its error: the holder
+                    # released in between (mlflow's SqlAlchemyStore re-reads the model on IntegrityError). Free again.
+                    continue
                 if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                     raise
             holder = _holder(client, name)
