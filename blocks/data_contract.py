@@ -39,7 +39,7 @@ MIN_IDENTIFIER_SHARE = 0.9
 MIN_TEXT_LENGTH, MIN_TEXT_WORDS = 30, 4
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key)$|^id[_\W]", re.IGNORECASE)
 _CAMEL_ID = re.compile(r"[a-z](Id|ID|Key|Uuid)$")  # customerId; case-sensitive, so "paid" is no id
-_TIME_NAME = re.compile(r"time|date|timestamp|(^|_)ts$|(^|_)dt$", re.IGNORECASE)
+_TIME_NAME = re.compile(r"time|date|timestamp|when|period|(^|_)ts$|(^|_)dt$|(^|_)at$", re.IGNORECASE)
 _NUMBER = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*$")
 
 
@@ -132,11 +132,14 @@ def infer_column(series: pd.Series, name: str) -> tuple[str, str]:
 
 
 def find_time_column(roles: dict[str, str]) -> str | None:
-    """Return the event-time column: the single datetime column, or the one named like time/date/timestamp."""
-    candidates = [name for name, role in roles.items() if role == "datetime"]
-    if len(candidates) == 1:
-        return candidates[0]
-    named = [name for name in candidates if _TIME_NAME.search(name)]
+    """Return the event-time column: the (first) datetime column named like a time.
+
+    Names like a time: time, date, timestamp, when, period, ``*_at``, ``*_ts``, ``*_dt``. Any other datetime
+    column (an order date called ``ordered``, a ``signup`` day) is a feature, encoded as
+    date parts: the time column is when a row happened, used for time splits and event-time windows, and is
+    not given to the model.
+    """
+    named = [name for name, role in roles.items() if role == "datetime" and _TIME_NAME.search(name)]
     return named[0] if named else None
 
 

@@ -134,7 +134,7 @@ def test_contract_written_before_roles_still_loads(tmp_path: Path) -> None:
     path.write_text(json.dumps(old))
     contract = DataContract.from_file(path)
     assert contract.column_roles() == {"x": "numeric", "when": "datetime", "y": "target"}
-    assert contract.task_type == "binary" and contract.time_column == "when"  # the single datetime column
+    assert contract.task_type == "binary" and contract.time_column == "when"  # named like a time
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "when": ["2024-01-01", "2024-01-02", "2024-01-03"], "y": [0, 1, 0]})
     assert check_frame(frame, contract).passed
     again = DataContract.from_file(contract.to_file(tmp_path / "new.json"))
