@@ -7,7 +7,6 @@ and read back by the real readers; the models are real scikit-learn pipelines tr
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -85,12 +84,10 @@ def log_window(log_dir: Path, model_name: str, frame: pd.DataFrame, features: li
     """Log predictions with the real writer (passthrough columns travel with the features), then labels."""
     ids = [str(uuid.uuid4()) for _ in range(len(frame))]
     logged = frame[features + (passthrough or [])].reset_index(drop=True).copy()
-    if probabilities is not None:  # the serving contract's JSON text column
-        logged["probabilities"] = [json.dumps(p) for p in probabilities]
     now = NOW.timestamp()
     writer = InferenceLogWriter(log_dir, model_name, "1", start_thread=False)
     writer.log(ids, arrivals or [now - 600 + i * 1e-3 for i in range(len(ids))], logged, list(predictions),
-               None if scores is None else list(scores))
+               None if scores is None else list(scores), probabilities)  # the log's JSON text column
     assert writer.flush() == len(ids) and writer.dropped == 0
     if labels is not None:
         pairs = {i: v for i, v in zip(ids, labels.tolist(), strict=True) if not pd.isna(v)}
