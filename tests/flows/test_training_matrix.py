@@ -138,7 +138,7 @@ def test_a_champion_download_failure_fails_the_run_and_promotes_nothing(
     frame = pd.read_parquet(datasets["cancer"]).iloc[10:]
     path = tmp_path / "cancer-later.parquet"
     frame.to_parquet(path, index=False)
-    with pytest.raises(RegistryError, match=r"mx-infra v1"):
+    with pytest.raises(RegistryError, match=r"'mx-infra' version 1"):
         continuous_training(data_file=str(path), model_name="mx-infra", target="target",
                             dataset_path="data/mx-infra.parquet", mlflow_block=mlflow_block_name)
     # The new version was registered before the gate: it stays "pending" with no alias (the next run gates it).
