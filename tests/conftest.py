@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
+from http.server import HTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from servers import ServerProcess, start_mlflow_server, start_prefect_server  # noqa: E402
+from tests_support import Receiver  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +84,15 @@ def sample_dir(session_home: Path) -> Path:
     make_customer_frame(3000, seed=0, day=3, covariate_drift=0.8, concept_drift=0.8).to_parquet(
         folder / "day3-drift.parquet", index=False)
     return folder
+
+
+@pytest.fixture()
+def receiver() -> Iterator[str]:
+    """A local webhook (tests_support.Receiver) on a free 127.0.0.1 port; its URL. Stopped after the test."""
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Receiver.received.clear()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+    server.server_close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 
@@ -16,3 +18,18 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A webhook that records every JSON body POSTed to it (notifications under test)."""
+
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Receiver.received.append(json.loads(body or b"{}"))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass

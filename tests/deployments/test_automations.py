@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from servers import wait_until
+from tests_support import Receiver
 
 from deployments.automations import create_notification_automation
 from deployments.definitions import definitions, runner_deployments
@@ -21,30 +18,6 @@ from flows.continuous_training import continuous_training
 from flows.watch_data import watch_data
 from tasks.events import MODEL_REJECTED, emit_model_event
 from tasks.sklearn_training import TrainingSpec
-
-
-class Receiver(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        Receiver.received.append(json.loads(body or b"{}"))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def receiver():
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Receiver.received.clear()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
-    server.shutdown()
-    server.server_close()
 
 
 def test_failed_pipeline_and_rejected_promotion_notify_a_person(receiver: str) -> None:

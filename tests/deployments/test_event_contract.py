@@ -14,10 +14,8 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.events import emit_event
 from servers import wait_until
+from tests_support import Receiver
 
 from deployments.automations import create_notification_automation
 from deployments.definitions import definitions, runner_deployments
@@ -135,30 +134,6 @@ def test_every_allowed_event_starts_its_run_with_the_right_parameters(
         if name == "on-drift":
             assert run.parameters["feedback_since"] == (None if shape == "minimal" else WINDOW["start"])
             assert run.parameters["feedback_hours"] == 24.0
-
-
-class Receiver(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        Receiver.received.append(json.loads(body or b"{}"))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def receiver() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Receiver.received.clear()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
-    server.shutdown()
-    server.server_close()
 
 
 @flow(name="contract-target")
