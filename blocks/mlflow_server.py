@@ -33,6 +33,36 @@ class _Scope:
 _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("mlops_mlflow_scope", default=None)
 _HOOKS_LOCK = threading.Lock()
 _HOOKS: dict[str, Any] = {}
+_READY_STORES: set[str] = set()
+
+
+def _prepare_sqlite_store(tracking_uri: str) -> None:
+    """Create (or migrate) a ``sqlite:///`` store once, holding a file lock beside the database.
+
+    MLflow creates and migrates a SQLite store on first use in each process, without a lock. Two
+    processes opening a new store at once both run the migrations, and one fails with
+    ``table _alembic_tmp_experiments already exists``. That was seen in CI: two overlapping
+    scheduled watch-data runs on a fresh state folder. The lock makes the first process create the
+    tables and the others wait for it.
+
+    Args:
+        tracking_uri: Any tracking URI; only ``sqlite:///<path>`` is acted on.
+    """
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri in _READY_STORES:
+        return
+    from filelock import FileLock
+    from mlflow.store.db.utils import _all_tables_exist, _initialize_tables, create_sqlalchemy_engine_with_retry
+
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.init.lock", timeout=300):
+        engine = create_sqlalchemy_engine_with_retry(tracking_uri)
+        try:
+            if not _all_tables_exist(engine):
+                _initialize_tables(engine)
+        finally:
+            engine.dispose()
+    _READY_STORES.add(tracking_uri)
 
 
 def _install_hooks() -> None:
@@ -229,6 +259,7 @@ class MlflowServer(Block):
             ...     mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=server.tracking_uri)
         """
         _install_hooks()
+        _prepare_sqlite_store(self.tracking_uri)
         token = _SCOPE.set(self._scope_settings())
         try:
             yield
@@ -245,6 +276,9 @@ class MlflowServer(Block):
             An ``mlflow.MlflowClient(tracking_uri=..., registry_uri=...)`` whose public methods run in :meth:`scope`.
         """
         _install_hooks()
+        _prepare_sqlite_store(self.tracking_uri)
+        if self.registry_uri:
+            _prepare_sqlite_store(self.registry_uri)
         return _scoped_client_class()(self._scope_settings(), tracking_uri=self.tracking_uri,
                                       registry_uri=self.registry_uri or self.tracking_uri)
 

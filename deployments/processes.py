@@ -143,6 +143,9 @@ def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0, port: int = 42
         "PREFECT_HOME": str(root / "prefect-home"),
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(scheduler_loop_s),
+        # SQLite waits up to this long for a write lock before the API answers 503 (default 10 s).
+        # Prefect's own busy_timeout is 60 s; on a busy 2-core machine 10 s gave 503s in CI.
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_API_URL": f"{url}/api",

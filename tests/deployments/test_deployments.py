@@ -86,12 +86,11 @@ def test_interval_schedule_creates_runs_that_complete(prefect_server: str, tmp_p
     serve = subprocess.Popen([*CLI, "serve", "--only", "watch", "--watch-every", "3", "--param",
                               "model_name=schedule-test"], env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True, cwd=PROJECT_ROOT)
+    holder: dict[str, uuid.UUID] = {}
     try:
         async def deployment_id() -> uuid.UUID:
             async with get_client() as client:
                 return (await client.read_deployment_by_name("watch-data/watch")).id
-
-        holder: dict[str, uuid.UUID] = {}
 
         def registered() -> bool:
             try:
@@ -113,6 +112,13 @@ def test_interval_schedule_creates_runs_that_complete(prefect_server: str, tmp_p
     finally:
         os.killpg(serve.pid, 15)
         serve.wait(timeout=60)
+        if "id" in holder:  # else its 3-second schedule keeps adding runs to the session's server
+
+            async def delete() -> None:
+                async with get_client() as client:
+                    await client.delete_deployment(holder["id"])
+
+            asyncio.run(delete())
 
 
 def test_drift_event_starts_one_retrain_per_cooldown(prefect_server: str) -> None:
