@@ -60,7 +60,7 @@ class BentoMLServing(Block):
 
     Examples:
         >>> from blocks.bentoml_serving import BentoMLServing
-        >>> serving = BentoMLServing.load("local-serving")  # doctest: +SKIP
+        >>> serving = BentoMLServing.load("BLOCK_NAME")  # doctest: +SKIP
         >>> serving.endpoint_url()  # doctest: +SKIP
         'http://127.0.0.1:3000'
 
@@ -69,7 +69,7 @@ class BentoMLServing(Block):
 
     _block_type_name = "BentoML Serving"
     _block_type_slug = "mlops-bentoml-serving"
-    _logo_url = "https://docs.bentoml.com/en/latest/_static/img/logo.svg"  # type: ignore[assignment]
+    _logo_url = "https://github.com/bentoml.png"  # type: ignore[assignment]
     _documentation_url = "https://docs.bentoml.com/en/latest/reference/bentoml/bento-build-options.html"  # type: ignore[assignment]
 
     store_path: str | None = Field(default=None, description="BentoML home (model and bento store); "

@@ -181,19 +181,20 @@ class DataContract(Block):
     Examples:
         >>> import pandas as pd
         >>> from blocks.data_contract import DataContract
-        >>> frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "day": ["2024-01-01", "2024-01-02", "2024-01-03"],
+        >>> frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "date": ["2024-01-01", "2024-01-02", "2024-01-03"],
         ...                       "y": [0, 1, 0]})
         >>> contract = DataContract.infer(frame, target="y", min_rows=3)
         >>> contract.columns["x"].kind, contract.time_column, contract.task_type
-        ('numeric', 'day', 'binary')
+        ('numeric', 'date', 'binary')
         >>> contract.feature_roles()
         {'x': 'numeric'}
         >>> contract.save("churn-contract")  # doctest: +SKIP
-        >>> DataContract.load("churn-contract")  # doctest: +SKIP
+        >>> contract = DataContract.load("BLOCK_NAME")  # doctest: +SKIP
     """
 
     _block_type_name = "Data Contract"
     _block_type_slug = "mlops-data-contract"
+    _logo_url = "https://github.com/pandas-dev.png"  # type: ignore[assignment]
     _documentation_url = "https://docs.prefect.io/v3/develop/blocks"  # type: ignore[assignment]
 
     columns: dict[str, ColumnSpec] = Field(..., description="Column name -> what it must hold.")

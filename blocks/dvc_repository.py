@@ -30,7 +30,7 @@ class DvcRepository(Block):
 
     Examples:
         >>> from blocks.dvc_repository import DvcRepository
-        >>> data_repo = DvcRepository.load("training-data")  # doctest: +SKIP
+        >>> data_repo = DvcRepository.load("BLOCK_NAME")  # doctest: +SKIP
         >>> repo = data_repo.get_repo()  # doctest: +SKIP
 
         >>> DvcRepository(repo_path="/srv/data-repo", remote_url="s3://bucket/dvc").save(
@@ -39,7 +39,7 @@ class DvcRepository(Block):
 
     _block_type_name = "DVC Repository"
     _block_type_slug = "mlops-dvc-repository"
-    _logo_url = "https://dvc.org/favicon.ico"  # type: ignore[assignment]
+    _logo_url = "https://github.com/iterative.png"  # type: ignore[assignment]
     _documentation_url = "https://dvc.org/doc/api-reference"  # type: ignore[assignment]
 
     repo_path: str = Field(..., description="Local path of the git + DVC working copy.")

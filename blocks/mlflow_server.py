@@ -177,7 +177,7 @@ class MlflowServer(Block):
         Load a saved block and get a client:
 
         >>> from blocks.mlflow_server import MlflowServer
-        >>> mlflow_server = MlflowServer.load("local-mlflow")  # doctest: +SKIP
+        >>> mlflow_server = MlflowServer.load("BLOCK_NAME")  # doctest: +SKIP
         >>> client = mlflow_server.get_client()  # doctest: +SKIP
         >>> client.search_registered_models()  # doctest: +SKIP
 
@@ -188,7 +188,7 @@ class MlflowServer(Block):
 
     _block_type_name = "MLflow Server"
     _block_type_slug = "mlops-mlflow-server"
-    _logo_url = "https://raw.githubusercontent.com/mlflow/mlflow/master/assets/icon.svg"  # type: ignore[assignment]
+    _logo_url = "https://github.com/mlflow.png"  # type: ignore[assignment]
     _documentation_url = "https://mlflow.org/docs/latest/tracking.html"  # type: ignore[assignment]
 
     tracking_uri: str = Field(..., description="MLflow tracking URI, e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db.")

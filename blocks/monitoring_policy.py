@@ -72,13 +72,14 @@ class MonitoringPolicy(Block):
 
     Examples:
         >>> from blocks.monitoring_policy import MonitoringPolicy
-        >>> policy = MonitoringPolicy.load("default-monitoring")  # doctest: +SKIP
+        >>> policy = MonitoringPolicy.load("BLOCK_NAME")  # doctest: +SKIP
         >>> MonitoringPolicy(drift_share=0.3, column_methods={"income": "psi"},
         ...                  column_thresholds={"income": 0.2}).save("strict")  # doctest: +SKIP
     """
 
     _block_type_name = "Monitoring Policy"
     _block_type_slug = "mlops-monitoring-policy"
+    _logo_url = "https://github.com/evidentlyai.png"  # type: ignore[assignment]
     _documentation_url = "https://docs.evidentlyai.com/metrics/customize_data_drift"  # type: ignore[assignment]
 
     drift_share: float = Field(

@@ -64,13 +64,14 @@ class PromotionPolicy(Block):
 
     Examples:
         >>> from blocks.promotion_policy import PromotionPolicy
-        >>> policy = PromotionPolicy.load("default-promotion")  # doctest: +SKIP
+        >>> policy = PromotionPolicy.load("BLOCK_NAME")  # doctest: +SKIP
         >>> PromotionPolicy(primary_metric="f1", min_improvement=0.01).save(
         ...     "strict-f1")  # doctest: +SKIP
     """
 
     _block_type_name = "Promotion Policy"
     _block_type_slug = "mlops-promotion-policy"
+    _logo_url = "https://github.com/mlflow.png"  # type: ignore[assignment]
     _documentation_url = "https://mlflow.org/docs/latest/model-registry.html"  # type: ignore[assignment]
 
     primary_metric: str | None = Field(default=None, description="Metric that decides promotion (None: by task "
