@@ -171,8 +171,19 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
 
     kept = {"Prefect server": (prefect_server.process.pid, prefect_server.url),
             "MLflow server": (mlflow_server.process.pid, mlflow_server.url)}
-    if runner is not None and runner.poll() is None:
+    if runner is not None:
+        # The story's runner serves only the two event-triggered deployments (a schedule firing mid-story
+        # would change it); what is left running serves every deployment, so each can be run from the UI.
+        os.killpg(runner.pid, 15)
+        runner.wait(timeout=60)
+        from deployments.definitions import definitions, wait_for_triggers
+
+        runner = start_runner(home, f"{prefect_server.url}/api", None)
+        served = [f"{d.flow_name}/{d.name}" for d in definitions()]
+        wait_for_triggers([f"{d.flow_name}/{d.name}" for d in definitions() if d.triggers])
         kept["deployment runner"] = (runner.pid, str(home / "runner.log"))
+        say(f"the runner now serves every deployment ({len(served)}): {', '.join(served)}; run one with "
+            f"PREFECT_API_URL={prefect_server.url}/api .venv/bin/prefect deployment run '{served[3]}'")
     path = record_kept(home, kept)
     status = serving_status(probe=False)
     say(f"--keep: left running (recorded in {path}):")
@@ -201,6 +212,17 @@ def stop(home: Path) -> int:
     return 0
 
 
+def start_runner(home: Path, api: str, only: str | None) -> subprocess.Popen:
+    """Start ``prefect-mlops serve`` for the demo's blocks (``only``: the deployments to serve, None: all)."""
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+           "PREFECT_MLOPS_PROJECT": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO",
+           "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}  # runs keep INFO logs; runner.log shows them
+    log = open(home / "runner.log", "ab")  # noqa: SIM115 - closed with the process
+    command = [sys.executable, "-m", "deployments.cli", "serve", "--cooldown-seconds", "600",
+               "--param", "mlflow_block=demo-mlflow", *(["--only", only] if only else [])]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> subprocess.Popen:
     """The loop itself; returns the runner process (stopped by the caller)."""
     from blocks.mlflow_server import MlflowServer
@@ -225,13 +247,7 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     url = deployed.url
     say(f"serving v{deployed.model_version} at {url} (bento {deployed.bento})")
 
-    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "PREFECT_MLOPS_PROJECT": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO",
-           "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}  # runs keep INFO logs; runner.log shows them
-    log = open(home / "runner.log", "ab")  # noqa: SIM115 - closed with the process
-    runner = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve", "--only", "on-drift,on-promotion",
-                               "--cooldown-seconds", "600", "--param", "mlflow_block=demo-mlflow"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    runner = start_runner(home, api, "on-drift,on-promotion")
     from deployments.definitions import wait_for_triggers
 
     wait_for_triggers(["continuous-training/on-drift", "deploy-model/on-promotion"])
