@@ -71,7 +71,8 @@ def run_variant(variant: str, folder: Path) -> dict:
         import evidently.presets  # noqa: F401
 
         from blocks.monitoring_policy import MonitoringPolicy
-        from tasks.evidently_monitoring import compute_drift, run_drift_report
+        from tasks.evidently_drift import compute_drift
+        from tasks.evidently_monitoring import run_drift_report
     elif variant == "evidently-preset":
         from evidently import DataDefinition, Dataset, Report
         from evidently.presets import DataDriftPreset

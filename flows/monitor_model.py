@@ -21,7 +21,8 @@ from flows.common import (
 from tasks import lineage as L
 from tasks.dvc_data import pull_dataset
 from tasks.events import DATA_QUALITY_FAILED, DRIFT_DETECTED, PERFORMANCE_DECAYED, emit_model_event
-from tasks.evidently_monitoring import DriftSummary, run_drift_report
+from tasks.evidently_drift import DriftSummary
+from tasks.evidently_monitoring import run_drift_report
 from tasks.exceptions import MonitoringError
 from tasks.mlflow_registry import CHAMPION, download_model_version, get_alias_version
 from tasks.mlflow_tracking import log_report_files

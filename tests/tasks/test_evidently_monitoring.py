@@ -14,14 +14,10 @@ from pydantic import ValidationError
 from scipy.stats import ks_2samp
 
 from blocks.monitoring_policy import MonitoringPolicy
-from tasks.evidently_monitoring import (
-    DriftSummary,
-    compute_drift,
-    compute_performance,
-    evaluate_performance,
-    run_drift_report,
-)
+from tasks.evidently_drift import DriftSummary, compute_drift
+from tasks.evidently_monitoring import run_drift_report
 from tasks.exceptions import MonitoringError
+from tasks.monitoring_performance import compute_performance, evaluate_performance
 
 SHIFTS = (0.1, 0.2, 0.3, 0.4, 0.5)
 #: With this seed (and the policy's default sample seed) no stable column crosses p = 0.05
