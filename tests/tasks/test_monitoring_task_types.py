@@ -24,6 +24,9 @@ from tasks.inference_log import InferenceLogWriter, attach_ground_truth
 from tasks.monitoring_data import build_feedback_dataset, export_inference_window
 from tasks.monitoring_performance import compute_performance, evaluate_performance
 
+#: Every test here calls plain functions and task bodies (``.fn``) on files: no Prefect server.
+pytestmark = pytest.mark.no_server
+
 NOW = dt.datetime.now(dt.UTC)
 
 
