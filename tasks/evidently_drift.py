@@ -134,8 +134,8 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
         columns: Feature columns to compare (all reference columns when None).
         prediction_column: Model output column, tested separately.
         logger: Where to log (this module's logger when None).
-        skipped: Columns already left out by the caller (:func:`drift_columns`), with the reason;
-            recorded in the summary.
+        skipped: Columns already left out by the caller (:func:`tasks.evidently_monitoring.drift_columns`),
+            with the reason; recorded in the summary.
 
     Returns:
         The summary (paths unset), the Evidently snapshot (None without a test) and

@@ -89,7 +89,7 @@ def save_drift_report(result: DriftComputation, policy: MonitoringPolicy, output
     own result dict (``metrics`` and ``tests``).
 
     Args:
-        result: Output of :func:`compute_drift`.
+        result: Output of :func:`tasks.evidently_drift.compute_drift`.
         policy: The policy used (recorded in the JSON).
         output_dir: Folder to write into (created if needed).
         report_name: File stem; letters, digits, ``.``, ``_`` and ``-``.
