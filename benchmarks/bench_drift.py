@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_drift.py            # full: 10k, 100k, 1M rows (about 6-8 min)
     .venv/bin/python benchmarks/bench_drift.py --quick    # 1 repeat, no Evidently preset at 1M (about 2 min)
+    .venv/bin/python benchmarks/bench_drift.py --sizes 1000000 --variants ours-task,scipy-ks   # the 1M case only
 
 Data: 20 standard-normal columns; 5 of them shifted by 0.1-0.5 std in the current window.
 The current window has N rows, the reference min(N, 100k) rows; both are Parquet files
@@ -22,6 +23,11 @@ the whole subprocess, interpreter start included. ``vs preset`` is the preset's 
 time divided by the variant's. ``= full KS`` says whether the variant's set of drifted
 columns equals the one of scipy KS on all rows (the preset uses Wasserstein distance by
 default, so it may legitimately differ).
+
+The sampled-verdict check (printed last, for ``ours-task``; it was the test suite's 1M-row case):
+at 1M current rows the window is sampled, the drifted columns are exactly f00-f04 and those of
+scipy KS on all rows, the verdict is ``no_drift`` (5 of 20 < drift_share 0.5) and every stable
+column's p-value is above the policy's threshold. The script exits 1 when the check fails.
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ def run_variant(variant: str, folder: Path) -> dict:
         import evidently.presets  # noqa: F401
 
         from blocks.monitoring_policy import MonitoringPolicy
-        from tasks.evidently_monitoring import compute_drift, run_drift_report
+        from tasks.evidently_drift import compute_drift
+        from tasks.evidently_monitoring import run_drift_report
     elif variant == "evidently-preset":
         from evidently import DataDefinition, Dataset, Report
         from evidently.presets import DataDriftPreset
@@ -82,11 +89,18 @@ def run_variant(variant: str, folder: Path) -> dict:
     ref_path, cur_path = folder / "reference.parquet", folder / "current.parquet"
     if variant == "ours-task":
         read = time.perf_counter()
+        policy = MonitoringPolicy()
         with tempfile.TemporaryDirectory() as out:
-            summary = run_drift_report.fn(str(ref_path), str(cur_path), MonitoringPolicy(), out)
+            summary = run_drift_report.fn(str(ref_path), str(cur_path), policy, out)
         drifted = summary.drifted_columns
         done = time.perf_counter()
-        return {"import_s": imported - started, "read_s": 0.0, "verdict_s": done - read, "drifted": drifted}
+        shifted = {f"f{i:02d}" for i in range(len(SHIFTS))}
+        stable = [score for col, score in summary.column_scores.items() if col not in shifted]
+        return {"import_s": imported - started, "read_s": 0.0, "verdict_s": done - read, "drifted": drifted,
+                "check": {"sampled": summary.sampled, "rows": [summary.reference_rows, summary.current_rows],
+                          "verdict": summary.verdict, "drift_share": summary.drift_share, "stable": len(stable),
+                          "stable_min_p": min(stable, default=float("nan")),
+                          "threshold": policy.column_threshold}}
 
     reference, current = pd.read_parquet(ref_path), pd.read_parquet(cur_path)
     read = time.perf_counter()
@@ -135,6 +149,8 @@ def spawn(args: list[str]) -> tuple[dict | None, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 repeat; skip the Evidently preset at 1M rows")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="current-window sizes, comma-separated")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="variants to run, comma-separated")
     parser.add_argument("--worker", choices=VARIANTS + ("make-data",), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
@@ -147,15 +163,20 @@ def main() -> None:
         print(json.dumps(run_variant(args.worker, Path(args.folder))))
         return
 
+    sizes = [int(s) for s in args.sizes.split(",")]
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}: choose from {list(VARIANTS)}")
     rows_out = []
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
-        for size in SIZES:
+        for size in sizes:
             folder = Path(tmp) / str(size)
             folder.mkdir()
             spawn(["--worker", "make-data", "--folder", str(folder), "--rows", str(size)])
             repeats = 1 if args.quick or size >= 1_000_000 else 3
             results: dict[str, dict] = {}
-            for variant in VARIANTS:
+            for variant in variants:
                 if variant == "evidently-preset" and args.quick and size >= 1_000_000:
                     continue
                 runs = []
@@ -170,7 +191,7 @@ def main() -> None:
                     results[variant] = {
                         key: statistics.median(r[key] for r in runs)
                         for key in ("verdict_s", "import_s", "read_s", "wall_s", "rss_mb")
-                    } | {"drifted": runs[0]["drifted"], "repeats": len(runs)}
+                    } | {"drifted": runs[0]["drifted"], "repeats": len(runs), "check": runs[0].get("check")}
             truth = set(results.get("scipy-ks", {}).get("drifted", []))
             baseline = results.get("evidently-preset", {}).get("verdict_s")
             for variant, r in results.items():
@@ -196,6 +217,35 @@ def main() -> None:
         print("\nDiffers from scipy KS on all rows (shifted columns are f00-f04; under no drift each test "
               "flags a stable column with probability 0.05, on all rows and on a sample alike):")
         print("\n".join(notes))
+    if not sampled_verdict_check(rows_out):
+        sys.exit(1)
+
+
+def sampled_verdict_check(rows_out: list[tuple]) -> bool:
+    """Print the 1M-row sampled-verdict check of ``ours-task``; return whether it holds (True when not run)."""
+    ok = True
+    for size, _, variant, r, truth, _ in rows_out:
+        check = r.get("check")
+        if variant != "ours-task" or not check or size < 1_000_000:
+            continue
+        shifted = [f"f{i:02d}" for i in range(len(SHIFTS))]
+        holds = {
+            "sampled": check["sampled"] is True,
+            "drifted = f00-f04": sorted(r["drifted"]) == shifted,
+            "full KS = f00-f04 (the case itself)": not truth or sorted(truth) == shifted,
+            "drifted = full KS": not truth or set(r["drifted"]) == truth,
+            "verdict no_drift": check["verdict"] == "no_drift",
+            "drift share 0.25": abs(check["drift_share"] - 0.25) < 1e-9,
+            "stable p > threshold": check["stable"] == N_COLS - len(SHIFTS)
+            and check["stable_min_p"] > check["threshold"],
+        }
+        print(f"\nSampled-verdict check at {size:,} current rows (reference, current rows {check['rows']}): "
+              f"verdict {check['verdict']}, drift share {check['drift_share']:.2f}, smallest stable p-value "
+              f"{check['stable_min_p']:.3f} (threshold {check['threshold']})")
+        for name, passed in holds.items():
+            print(f"  {'ok  ' if passed else 'FAIL'} {name}")
+        ok = ok and all(holds.values())
+    return ok
 
 
 if __name__ == "__main__":

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
+from blocks.dvc_repository import DvcRepository
+from blocks.mlflow_server import MlflowServer
+from blocks.monitoring_policy import MonitoringPolicy
 from blocks.settings import state_dir
 from flows.common import (
     DEFAULT_MODEL_NAME,
@@ -21,11 +25,12 @@ from flows.common import (
 from tasks import lineage as L
 from tasks.dvc_data import pull_dataset
 from tasks.events import DATA_QUALITY_FAILED, DRIFT_DETECTED, PERFORMANCE_DECAYED, emit_model_event
-from tasks.evidently_monitoring import DriftSummary, run_drift_report
+from tasks.evidently_drift import DriftSummary
+from tasks.evidently_monitoring import run_drift_report
 from tasks.exceptions import MonitoringError
-from tasks.mlflow_registry import CHAMPION, download_model_version, get_alias_version
+from tasks.mlflow_registry import CHAMPION, ModelVersionInfo, download_model_version, get_alias_version
 from tasks.mlflow_tracking import log_report_files
-from tasks.monitoring_data import export_inference_window, score_reference, window_bounds
+from tasks.monitoring_data import WindowFile, export_inference_window, score_reference, window_bounds
 from tasks.monitoring_performance import PerformanceSummary, evaluate_performance
 from tasks.prefect_artifacts import publish_report
 
@@ -48,6 +53,22 @@ class MonitoringSummary(BaseModel):
     events: list[str] = []
     notes: list[str] = []
     report_html: str | None = None
+
+    @classmethod
+    def no_champion(cls, model_name: str, start: str, end: str) -> MonitoringSummary:
+        """Return the summary of a run that found no champion to monitor."""
+        return cls(model_name=model_name, champion_version=None, window_start=start, window_end=end, rows=0,
+                   labeled_rows=0, verdict="no_champion")
+
+    @classmethod
+    def of_window(cls, model_name: str, champion: ModelVersionInfo, task_type: str, window: WindowFile,
+                  drift: DriftSummary, performance: PerformanceSummary | None, events: list[str]) -> MonitoringSummary:
+        """Return the summary of the checks of one window against the champion."""
+        return cls(model_name=model_name, champion_version=champion.version, window_start=window.start,
+                   window_end=window.end, rows=window.rows, labeled_rows=window.labeled_rows,
+                   verdict=_verdict(drift, performance), task_type=task_type, time_basis=window.time_basis,
+                   time_column=window.time_column, drift=drift, performance=performance, events=events,
+                   notes=[n for n in [window.note] if n], report_html=drift.html_path)
 
     def render(self) -> str:
         """Return a readable one-paragraph summary; a missing verdict says exactly which condition is unmet."""
@@ -102,6 +123,65 @@ def _champion_task(champion: Any, policy: Any) -> dict[str, Any]:
             "features": json.loads(tags[L.TAG_FEATURES])}
 
 
+def _scored_reference(mlflow_server: MlflowServer, data_repo: DvcRepository, model_name: str,
+                      champion: ModelVersionInfo, info: dict[str, Any]) -> str:
+    """Pull the champion's training data (its DVC rev) and score it with the champion, for prediction drift."""
+    home = state_dir()
+    reference = pull_dataset(data_repo, champion.tags[L.TAG_DATA_PATH], champion.tags[L.TAG_DATA_REV],
+                             str(home / "cache" / "data"))
+    model_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
+    return score_reference(model_dir, reference, info["features"],
+                           str(home / "cache" / "reference" / f"{model_name}-v{champion.version}.parquet"))
+
+
+def _check_window(scored: str, window: WindowFile, policy: MonitoringPolicy, info: dict[str, Any], out_dir: Path
+                  ) -> tuple[DriftSummary, PerformanceSummary | None]:
+    """Run the checks: drift and data quality (Evidently), then performance where the window has rows."""
+    drift = run_drift_report(scored, window.path, policy, str(out_dir), columns=info["features"],
+                             prediction_column="prediction", column_roles=info["roles"],
+                             time_column=info["time_column"])
+    performance = None
+    if window.rows:
+        performance = evaluate_performance(window.path, "label", "prediction",
+                                           "score" if info["task_type"] == "binary" else None, info["baseline"],
+                                           policy, task_type=info["task_type"], classes=info["classes"],
+                                           positive_label=info["positive_label"])
+    return drift, performance
+
+
+def _emit_breaches(model_name: str, champion_version: str, window: WindowFile, drift: DriftSummary,
+                   performance: PerformanceSummary | None) -> list[str]:
+    """Emit one Prefect event per breach (drift, decay, data quality); return the names emitted."""
+    events: list[str] = []
+    window_info: dict[str, Any] = {"start": window.start, "end": window.end, "rows": window.rows,
+                                   "time_basis": window.time_basis, "first_arrival": window.first_arrival}
+    if drift.verdict == "drift":
+        emit_model_event(DRIFT_DETECTED, model_name, {
+            "drift_share": drift.drift_share, "drifted_columns": drift.drifted_columns, "window": window_info,
+            "report": drift.html_path, "champion_version": champion_version})
+        events.append(DRIFT_DETECTED)
+    if performance is not None and performance.decayed:
+        emit_model_event(PERFORMANCE_DECAYED, model_name, {
+            "metric": performance.primary_metric, "value": performance.current_value,
+            "baseline": performance.baseline_value, "window": window_info, "champion_version": champion_version})
+        events.append(PERFORMANCE_DECAYED)
+    if drift.quality_issues:
+        emit_model_event(DATA_QUALITY_FAILED, model_name, {"issues": drift.quality_issues, "window": window_info})
+        events.append(DATA_QUALITY_FAILED)
+    return events
+
+
+def _publish_summary(summary: MonitoringSummary, drift: DriftSummary) -> None:
+    """Publish a Prefect artifact with the verdict, the quality issues and the per-column drift table."""
+    table = [{"column": c, "method": drift.column_methods.get(c), "score": round(s, 5),
+              "drifted": c in drift.drifted_columns} for c, s in sorted(drift.column_scores.items())]
+    publish_report(f"{summary.model_name}-monitoring",
+                   f"# {summary.model_name} monitoring: {summary.verdict}\n\n{summary.render()}\n\n"
+                   f"Evidently report: `{drift.html_path}`\n\n"
+                   + "\n".join(f"- quality: {q}" for q in drift.quality_issues)
+                   + "".join(f"\n- not tested: {c}: {why}" for c, why in drift.skipped_columns.items()), table)
+
+
 @flow(name="monitor-model", log_prints=True)
 def monitor_model(
     model_name: str = DEFAULT_MODEL_NAME,
@@ -154,72 +234,31 @@ def monitor_model(
         'healthy'
         >>> monitor_model("macro-gdp", window_hours=90 * 24, window_end="2009-07-01")  # doctest: +SKIP
     """
-    logger = get_run_logger()
     mlflow_server = load_mlflow(mlflow_block)
     data_repo = load_dvc(dvc_block)
     policy = load_monitoring_policy(monitoring_block)
     log_dir = inference_log_dir(log_dir, serving_block)
-    home = state_dir()
     start, end = window_bounds(window_hours, window_end)
     champion = get_alias_version(mlflow_server, model_name, CHAMPION)
     if champion is None:
-        logger.warning("Model %s has no champion: nothing to monitor", model_name)
-        return MonitoringSummary(model_name=model_name, champion_version=None, window_start=start, window_end=end,
-                                 rows=0, labeled_rows=0, verdict="no_champion")
+        get_run_logger().warning("Model %s has no champion: nothing to monitor", model_name)
+        return MonitoringSummary.no_champion(model_name, start, end)
     info = _champion_task(champion, policy)
-
     stamp = dt.datetime.fromisoformat(end).strftime("%Y%m%dT%H%M%S")
-    out_dir = home / "reports" / model_name / stamp
-    reference = pull_dataset(data_repo, champion.tags[L.TAG_DATA_PATH], champion.tags[L.TAG_DATA_REV],
-                             str(home / "cache" / "data"))
-    model_dir = download_model_version(mlflow_server, champion, model_cache_dir(mlflow_server))
-    scored = score_reference(model_dir, reference, info["features"],
-                             str(home / "cache" / "reference" / f"{model_name}-v{champion.version}.parquet"))
+    out_dir = state_dir() / "reports" / model_name / stamp
+
+    scored = _scored_reference(mlflow_server, data_repo, model_name, champion, info)
     arrival_start = window_bounds(arrival_lookback_hours)[0] if arrival_lookback_hours else None
     window = export_inference_window(log_dir, model_name, start, end, str(out_dir / "window.parquet"),
                                      time_column=info["time_column"], arrival_start=arrival_start)
-    drift = run_drift_report(scored, window.path, policy, str(out_dir), columns=info["features"],
-                             prediction_column="prediction", column_roles=info["roles"],
-                             time_column=info["time_column"])
-    performance = None
-    if window.rows:
-        performance = evaluate_performance(window.path, "label", "prediction",
-                                           "score" if info["task_type"] == "binary" else None, info["baseline"],
-                                           policy, task_type=info["task_type"], classes=info["classes"],
-                                           positive_label=info["positive_label"])
+    drift, performance = _check_window(scored, window, policy, info, out_dir)
     if champion.run_id:
         log_report_files(mlflow_server, champion.run_id, [drift.html_path or "", drift.json_path or ""],
                          f"monitoring/{stamp}")
+    events = _emit_breaches(model_name, champion.version, window, drift, performance) if emit_events else []
 
-    events: list[str] = []
-    window_info: dict[str, Any] = {"start": start, "end": end, "rows": window.rows, "time_basis": window.time_basis,
-                                   "first_arrival": window.first_arrival}
-    if emit_events and drift.verdict == "drift":
-        emit_model_event(DRIFT_DETECTED, model_name, {
-            "drift_share": drift.drift_share, "drifted_columns": drift.drifted_columns, "window": window_info,
-            "report": drift.html_path, "champion_version": champion.version})
-        events.append(DRIFT_DETECTED)
-    if emit_events and performance is not None and performance.decayed:
-        emit_model_event(PERFORMANCE_DECAYED, model_name, {
-            "metric": performance.primary_metric, "value": performance.current_value,
-            "baseline": performance.baseline_value, "window": window_info, "champion_version": champion.version})
-        events.append(PERFORMANCE_DECAYED)
-    if emit_events and drift.quality_issues:
-        emit_model_event(DATA_QUALITY_FAILED, model_name, {"issues": drift.quality_issues, "window": window_info})
-        events.append(DATA_QUALITY_FAILED)
-
-    summary = MonitoringSummary(model_name=model_name, champion_version=champion.version, window_start=start,
-                                window_end=end, rows=window.rows, labeled_rows=window.labeled_rows,
-                                verdict=_verdict(drift, performance), task_type=info["task_type"],
-                                time_basis=window.time_basis, time_column=window.time_column, drift=drift,
-                                performance=performance, events=events, notes=[n for n in [window.note] if n],
-                                report_html=drift.html_path)
-    table = [{"column": c, "method": drift.column_methods.get(c), "score": round(s, 5),
-              "drifted": c in drift.drifted_columns} for c, s in sorted(drift.column_scores.items())]
-    publish_report(f"{model_name}-monitoring",
-                   f"# {model_name} monitoring: {summary.verdict}\n\n{summary.render()}\n\n"
-                   f"Evidently report: `{drift.html_path}`\n\n"
-                   + "\n".join(f"- quality: {q}" for q in drift.quality_issues)
-                   + "".join(f"\n- not tested: {c}: {why}" for c, why in drift.skipped_columns.items()), table)
+    summary = MonitoringSummary.of_window(model_name, champion, info["task_type"], window, drift, performance,
+                                          events)
+    _publish_summary(summary, drift)
     print(summary.render())
     return summary

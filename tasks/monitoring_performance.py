@@ -37,6 +37,7 @@ from blocks.task_metrics import TASK_TYPES, plain_label
 from blocks.task_metrics import positive_label as default_positive_label
 from tasks.exceptions import MonitoringError
 from tasks.logs import run_logger
+from tasks.monitoring_windows import read_window, window_schema
 
 if TYPE_CHECKING:
     import numpy as np
@@ -367,8 +368,6 @@ def evaluate_performance(current_with_labels_path: str, label_column: str, predi
         ...     return evaluate_performance("logs/labelled.parquet", "label", "prediction", None,
         ...                                 {"rmse": 52.1, "mae": 43.0, "r2": 0.45}, policy, task_type="regression")
     """
-    from tasks.evidently_monitoring import read_window, window_schema
-
     logger = run_logger()
     started = time.perf_counter()
     path = Path(current_with_labels_path)

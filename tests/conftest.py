@@ -37,11 +37,23 @@ def session_home() -> Path:
     return _SESSION_HOME
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "no_server: a test of pure functions; a session of only such tests starts "
+                                       "no Prefect server")
+
+
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server(session_home: Path) -> Iterator[str]:
-    """A real ``prefect server start`` (SQLite, scheduler and triggers running) for the whole session."""
+def prefect_server(request: pytest.FixtureRequest, session_home: Path) -> Iterator[str | None]:
+    """A real ``prefect server start`` (SQLite, scheduler and triggers running) for the whole session.
+
+    Started before any other fixture, so that every flow a fixture or test runs has it; not started
+    (None) when every selected test is marked ``no_server`` (tests of pure functions).
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    if all(item.get_closest_marker("no_server") for item in request.session.items):
+        yield None
+        return
     server = start_prefect_server(session_home / "prefect-server", ui=False, scheduler_loop_s=2.0)
     api = f"{server.url}/api"
     os.environ["PREFECT_API_URL"] = api  # for subprocesses

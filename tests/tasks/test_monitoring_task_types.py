@@ -17,11 +17,15 @@ import pytest
 from pydantic import ValidationError
 
 from blocks.monitoring_policy import MonitoringPolicy
-from tasks.evidently_monitoring import compute_drift, run_drift_report
+from tasks.evidently_drift import compute_drift
+from tasks.evidently_monitoring import run_drift_report
 from tasks.exceptions import MonitoringError
 from tasks.inference_log import InferenceLogWriter, attach_ground_truth
 from tasks.monitoring_data import build_feedback_dataset, export_inference_window
 from tasks.monitoring_performance import compute_performance, evaluate_performance
+
+#: Every test here calls plain functions and task bodies (``.fn``) on files: no Prefect server.
+pytestmark = pytest.mark.no_server
 
 NOW = dt.datetime.now(dt.UTC)
 
