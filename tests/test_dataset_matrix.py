@@ -58,6 +58,28 @@ def _check_prediction(dataset: MatrixDataset, prediction: Any, classes: list[Any
         assert prediction in classes, (prediction, classes)
 
 
+def _check_first_version(dataset: MatrixDataset, first: Any, tags: dict[str, str], client: MlflowClient) -> None:
+    """The first version's lineage: task type, training labels, what the model was given, the gate's record."""
+    primary = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "rmse"}[dataset.task_type]
+    assert primary in first.metrics, first.render()
+    assert any(r.startswith(f"floor {'r2' if dataset.task_type == 'regression' else primary}")
+               for r in first.reasons), first.render()
+    classes = json.loads(tags["mlops.classes"])
+    if dataset.task_type == "regression":
+        assert classes == [] and "mlops.positive_label" not in tags
+    else:
+        assert classes == sorted(dataset.load()[dataset.target].dropna().unique().tolist())
+    features, roles = json.loads(tags["mlops.features"]), json.loads(tags["mlops.column_roles"])
+    assert dataset.target not in features and roles[dataset.target] == "target"
+    assert all(roles[f] in {"numeric", "categorical", "boolean", "datetime"} for f in features)
+    if dataset.name == "penguins":
+        assert roles["island"] == "categorical" and roles["sex"] == "categorical"
+    compared = json.loads(tags["mlops.gate.compared"])
+    assert compared["champion_scored"] is False and compared["primary_metric"] == primary
+    run = client.get_run(first.run_id)
+    assert f"test_{primary}" in run.data.metrics and run.data.tags["mlops.task_type"] == dataset.task_type
+
+
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_whole_loop_with_defaults(name: str, mlflow_block_name: str, mlflow_server, matrix_serving,
                                   session_home: Path) -> None:
@@ -84,6 +106,7 @@ def test_whole_loop_with_defaults(name: str, mlflow_block_name: str, mlflow_serv
     classes = json.loads(version.tags.get("mlops.classes") or "[]")
     features = json.loads(version.tags["mlops.features"])
     time_column = version.tags.get("mlops.time_column") or None
+    _check_first_version(dataset, first, version.tags, client)
 
     # 2. Serve it and ask it, as a client would.
     deployed = deploy_model(model_name=model, mlflow_block=mlflow_block_name, serving_block="matrix-serving")

@@ -1,7 +1,8 @@
-"""continuous-training end to end on bundled datasets with defaults only; the gate fails closed on real runs.
+"""continuous-training's rails on real runs: the gate fails closed, refused policies, dates as features.
 
-Real Prefect server, real mlflow server, real git + DVC; scikit-learn's iris, diabetes and breast
-cancer and palmerpenguins (string labels, missing values, categoricals).
+Real Prefect server, real mlflow server, real git + DVC; scikit-learn's iris and breast cancer.
+Defaults-only training on every bundled dataset (each task type, string labels, missing values,
+dates) is the whole-loop matrix in ``tests/test_dataset_matrix.py``.
 """
 
 from __future__ import annotations
@@ -30,52 +31,17 @@ def client(mlflow_server) -> MlflowClient:
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    import palmerpenguins
-    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+    from sklearn.datasets import load_breast_cancer, load_iris
 
     folder = tmp_path_factory.mktemp("matrix")
     iris = load_iris(as_frame=True)
     frames = {"iris": iris.frame.assign(target=iris.target_names[iris.target]),
-              "diabetes": load_diabetes(as_frame=True).frame,
-              "cancer": load_breast_cancer(as_frame=True).frame,
-              "penguins": palmerpenguins.load_penguins()}
+              "cancer": load_breast_cancer(as_frame=True).frame}
     paths = {}
     for name, frame in frames.items():
         paths[name] = str(folder / f"{name}.parquet")
         frame.to_parquet(paths[name], index=False)
     return paths
-
-
-MATRIX = [("iris", "target", "multiclass", "f1_macro"), ("diabetes", "target", "regression", "rmse"),
-          ("penguins", "species", "multiclass", "f1_macro"), ("cancer", "target", "binary", "roc_auc")]
-
-
-@pytest.mark.parametrize(("name", "target", "task_type", "primary"), MATRIX, ids=[m[0] for m in MATRIX])
-def test_defaults_only_train_and_gate_with_a_stated_reason(name: str, target: str, task_type: str, primary: str,
-                                                           datasets: dict[str, str], mlflow_block_name: str,
-                                                           client: MlflowClient) -> None:
-    summary = continuous_training(data_file=datasets[name], model_name=f"mx-{name}", target=target,
-                                  dataset_path=f"data/mx-{name}.parquet", mlflow_block=mlflow_block_name)
-    assert summary.task_type == task_type and primary in summary.metrics
-    assert summary.verdict == "promoted" and summary.reasons and all(summary.reasons)
-    assert any(r.startswith(f"floor {'r2' if task_type == 'regression' else primary}") for r in summary.reasons)
-    tags = client.get_model_version(f"mx-{name}", summary.model_version).tags
-    assert tags["mlops.task_type"] == task_type
-    classes = json.loads(tags["mlops.classes"])
-    if task_type == "regression":
-        assert classes == [] and "mlops.positive_label" not in tags
-    else:
-        frame = pd.read_parquet(datasets[name])
-        assert classes == sorted(frame[target].dropna().unique().tolist())
-    features, roles = json.loads(tags["mlops.features"]), json.loads(tags["mlops.column_roles"])
-    assert target not in features and roles[target] == "target"
-    assert all(roles[f] in {"numeric", "categorical", "boolean", "datetime"} for f in features)
-    if name == "penguins":
-        assert roles["island"] == "categorical" and roles["sex"] == "categorical"
-    compared = json.loads(tags["mlops.gate.compared"])
-    assert compared["champion_scored"] is False and compared["primary_metric"] == primary
-    run = client.get_run(summary.run_id)
-    assert f"test_{primary}" in run.data.metrics and run.data.tags["mlops.task_type"] == task_type
 
 
 def test_policy_naming_a_metric_the_task_cannot_produce_stops_before_any_trial(
