@@ -1,4 +1,4 @@
-"""The ``prefect-mlops`` command line: train, roll back, show status and alias history.
+"""The ``prefect-mlops`` command line: train, roll back, show status, lineage and alias history.
 
 Heavy SDKs load only inside the command that needs them, so ``--help`` stays fast.
 """
@@ -65,6 +65,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     for move in moves:
         print(f"{move.at}  {move.alias:<10} {move.from_version or '-':>4} -> {move.to_version:<4} by {move.by}: "
               f"{move.reason}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Print the lineage chain of a model version (endpoint back to data, code and the run that made it)."""
+    import datetime as dt
+
+    from deployments.lineage import model_lineage, render
+
+    at = dt.datetime.fromisoformat(args.at) if args.at else None
+    chain = model_lineage(args.ref, mlflow_block=args.mlflow_block, serving_block=args.serving_block, at=at)
+    print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
     return 0
 
 
@@ -188,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--model", default=None, help="registered model (default: the only one registered)")
     status.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     status.set_defaults(func=cmd_status)
+    lineage = sub.add_parser("lineage", help="endpoint -> bento -> version -> run -> data -> code -> flow run")
+    lineage.add_argument("ref", help="MODEL (its champion), MODEL@ALIAS or MODEL:VERSION")
+    lineage.add_argument("--at", default=None, help="ISO time: the version the alias named then")
+    lineage.add_argument("--json", action="store_true", help="print JSON")
+    lineage.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
+    lineage.set_defaults(func=cmd_lineage)
     stop = sub.add_parser("stop-endpoint", help="stop a serving endpoint and all of its processes")
     stop.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     stop.set_defaults(func=cmd_stop_endpoint)

@@ -111,6 +111,22 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
         assert champion.tags["mlops.prefect.deployment"] == "on-drift"
         assert champion.tags["mlops.data.rev"] != first.data_rev
         assert str(serving_status(serving)["model_version"]) == str(champion.version)
+
+        # Lineage from the live endpoint back to the data and the event-started flow run that made it.
+        from deployments.lineage import model_lineage
+
+        chain = model_lineage(MODEL, mlflow_block=mlflow_block_name, serving_block="loop-serving")
+        assert chain["version"] == str(champion.version) and chain["endpoint"]["serves_this_version"], chain
+        assert chain["data"]["rev"] == champion.tags["mlops.data.rev"] and chain["data"]["md5"]
+        assert chain["run"]["id"] == champion.run_id and chain["run"]["test_metrics"]
+        assert chain["flow_run"]["id"] == champion.tags["mlops.prefect.flow_run_id"]
+        assert chain["flow_run"]["deployment"] == "continuous-training/on-drift", chain["flow_run"]
+        assert chain["flow_run"]["state"] == "Completed"
+        assert chain["flow_run"]["started_by"]["kind"] == "event"
+        assert chain["flow_run"]["started_by"]["event"] == trigger["event"]
+        before = model_lineage(MODEL, mlflow_block=mlflow_block_name, serving_block="loop-serving",
+                               at=dt.datetime.fromisoformat(chain["history"][-1]["at"]) - dt.timedelta(seconds=1))
+        assert before["version"] == str(first.model_version) and before["data"]["rev"] == first.data_rev
     finally:
         if background is not None:
             background.stop()
