@@ -124,8 +124,9 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
         assert chain["flow_run"]["state"] == "Completed"
         assert chain["flow_run"]["started_by"]["kind"] == "event"
         assert chain["flow_run"]["started_by"]["event"] == trigger["event"]
+        [moved] = [m for m in chain["history"] if m["alias"] == "champion" and m["to_version"] == champion.version]
         before = model_lineage(MODEL, mlflow_block=mlflow_block_name, serving_block="loop-serving",
-                               at=dt.datetime.fromisoformat(chain["history"][-1]["at"]) - dt.timedelta(seconds=1))
+                               at=dt.datetime.fromisoformat(moved["at"]) - dt.timedelta(milliseconds=1))
         assert before["version"] == str(first.model_version) and before["data"]["rev"] == first.data_rev
     finally:
         if background is not None:
