@@ -33,6 +33,7 @@ from tasks.mlflow_tracking import log_report_files
 from tasks.monitoring_data import WindowFile, export_inference_window, score_reference, window_bounds
 from tasks.monitoring_performance import PerformanceSummary, evaluate_performance
 from tasks.prefect_artifacts import publish_report
+from tasks.prefect_assets import model_asset, record_materialization, report_asset
 
 
 class MonitoringSummary(BaseModel):
@@ -171,6 +172,15 @@ def _emit_breaches(model_name: str, champion_version: str, window: WindowFile, d
     return events
 
 
+def _record_report(mlflow_server: Any, model_name: str, version: str, rows: int, drift: DriftSummary) -> None:
+    """Record the report as a Prefect asset made from the registered model."""
+    if drift.html_path:
+        registry = model_asset(mlflow_server.registry_uri or mlflow_server.tracking_uri, model_name)
+        record_materialization(report_asset(model_name), f"{model_name} drift report", "evidently",
+                               {"report": drift.html_path, "champion_version": version, "rows": rows},
+                               upstream=[registry])
+
+
 def _publish_summary(summary: MonitoringSummary, drift: DriftSummary) -> None:
     """Publish a Prefect artifact with the verdict, the quality issues and the per-column drift table."""
     table = [{"column": c, "method": drift.column_methods.get(c), "score": round(s, 5),
@@ -256,6 +266,7 @@ def monitor_model(
         log_report_files(mlflow_server, champion.run_id, [drift.html_path or "", drift.json_path or ""],
                          f"monitoring/{stamp}")
     events = _emit_breaches(model_name, champion.version, window, drift, performance) if emit_events else []
+    _record_report(mlflow_server, model_name, champion.version, window.rows, drift)
 
     summary = MonitoringSummary.of_window(model_name, champion, info["task_type"], window, drift, performance,
                                           events)

@@ -21,6 +21,7 @@ from tasks.datasets import stage_dataset
 from tasks.dvc_data import DatasetVersion, get_dataset_version, pull_dataset, version_dataset
 from tasks.events import DATA_VALIDATION_FAILED, DATA_VERSIONED, emit_model_event
 from tasks.prefect_artifacts import publish_report
+from tasks.prefect_assets import data_asset, record_materialization
 
 
 class PreparedData(BaseModel):
@@ -108,6 +109,8 @@ def prepare_training_data(data_repo: DvcRepository, data_file: str | None, datas
         emit_model_event(DATA_VERSIONED, model_name, {"dataset_path": dataset_path, "rev": version.rev,
                                                       "md5": version.md5, "new_commit": version.new_commit},
                          labels={"mlops.origin": "continuous-training"})
+        record_materialization(data_asset(data_repo.repo_url or data_repo.repo_path, dataset_path), dataset_path,
+                               "dvc", {"rev": version.rev, "md5": version.md5, "source": Path(data_file).name})
         local_file = pull_dataset(data_repo, dataset_path, version.rev, cache)
     return PreparedData(version=version, local_file=local_file, contract=contract, report=report)
 
