@@ -15,7 +15,10 @@ class ModelInputError(ValueError):
 
 
 def native_label(value: Any) -> Any:
-    """Return a JSON-native label: numpy scalars -> Python; floats that are integers -> int (as ``plain_label``)."""
+    """Return a JSON-native label: numpy scalars -> Python; floats that are integers -> int.
+
+    The same as ``blocks.task_metrics.plain_label``, copied because the bento carries this package only.
+    """
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and value.is_integer():
