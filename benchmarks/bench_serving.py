@@ -215,8 +215,8 @@ def measure_variants(serving: Any, version: Any, model_dir: str, label: str, bod
     """Measure backend variants (settings overrides) interleaved ``repeat`` times; return one median row each."""
     import statistics
 
+    from tasks._serving.common import OVERRIDES_ENV
     from tasks.bentoml_packaging import build_bento
-    from tasks.bentoml_service import OVERRIDES_ENV
     from tasks.bentoml_serving import start_bento_server, stop_bento_server
 
     bento = build_bento.fn(serving, version, model_dir)  # the deployed bento, reused

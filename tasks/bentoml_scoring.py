@@ -35,7 +35,7 @@ def score_dataset(version: ModelVersionInfo, model_dir: str, data_file: str, out
                   log_dir: str | None = None, batch_id: str | None = None, chunk_rows: int = 50_000) -> ScoringResult:
     """Score a dataset with a registered model version, write the predictions and log them like online ones.
 
-    The same prediction code as the online service (:class:`tasks.bentoml_service.Predictor`), so
+    The same prediction code as the online service (:class:`tasks._serving.predictor.Predictor`), so
     batch and online outputs agree. Each row gets a request id ``batch-<batch id>-<row>``, so its
     ground truth can be attached later; columns the model does not use (ids, target, timestamps)
     are carried through to the output.
@@ -65,8 +65,8 @@ def score_dataset(version: ModelVersionInfo, model_dir: str, data_file: str, out
     import numpy as np
     import pandas as pd
 
+    from tasks._serving.predictor import Predictor, load_mlflow_model
     from tasks.bentoml_packaging import read_mlflow_signature
-    from tasks.bentoml_service import Predictor, load_mlflow_model
     from tasks.exceptions import DataValidationError
     from tasks.inference_log import InferenceLogWriter
     from tasks.sample_data import read_frame

@@ -2,7 +2,7 @@
 
 The live endpoint of a :class:`BentoMLServing` block is three kinds of local processes:
 
-* the **front** (``tasks/bentoml_service.py front``) owns the stable port and forwards every
+* the **front** (``python -m tasks._serving.front``) owns the stable port and forwards every
   request to the current backend over keep-alive connections;
 * a **backend** per deployed bento: ``bentoml serve <bento>`` (a circus arbiter and its worker
   processes) on a free 127.0.0.1 port, inside the block's ``backend_port_range`` when set;
@@ -56,11 +56,11 @@ from tasks.serving_processes import (
     stop_processes,
 )
 
-_SERVICE_SCRIPT = Path(__file__).resolve().with_name("bentoml_service.py")
+_FRONT_MODULE = "tasks._serving.front"
 _ADMIN = "/-/mlops"
 _TOKEN_HEADER = "x-mlops-token"
 _HISTORY = 20
-FRONT_MARKER = "bentoml_service.py front"
+FRONT_MARKER = "tasks._serving.front"
 
 __all__ = ["BackendInfo", "ScoringResult", "SmokeResult", "SwitchResult", "ensure_front", "get_serving_status",
            "process_alive", "read_state", "score_dataset", "serving_status", "smoke_test_server",
@@ -231,7 +231,7 @@ def ensure_front(serving: BentoMLServing) -> dict[str, Any]:
         ready_file.unlink(missing_ok=True)
         live = state.get("live") or {}
         backend = live.get("url") if backend_alive(live) else None
-        cmd = [sys.executable, str(_SERVICE_SCRIPT), "front", "--host", serving.host, "--port", str(serving.port),
+        cmd = [sys.executable, "-m", _FRONT_MODULE, "--host", serving.host, "--port", str(serving.port),
                "--ready-file", str(ready_file)] + (["--backend", backend] if backend else [])
         proc, group = start_group(cmd, log_file, {**serving.subprocess_env(), "MLOPS_FRONT_TOKEN": token},
                                   endpoint_id(serving))

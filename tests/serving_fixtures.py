@@ -188,7 +188,7 @@ def serving_processes() -> list[str]:
         try:
             cmd = " ".join(proc.cmdline())
             if proc.status() == psutil.STATUS_ZOMBIE or not any(
-                    m in cmd for m in ("bentoml serve", "bentoml_service.py front", "_bentoml_impl.worker",
+                    m in cmd for m in ("bentoml serve", "tasks._serving.front", "_bentoml_impl.worker",
                                        "tasks.bentoml_serving supervise")):
                 continue
             if proc.environ().get("PREFECT_MLOPS_HOME") != home:

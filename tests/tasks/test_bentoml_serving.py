@@ -246,7 +246,7 @@ def test_front_without_backend_answers_503_and_guards_its_admin_api(session_home
 @pytest.mark.parametrize("estimator", ["sklearn.linear_model.LogisticRegression",
                                        "sklearn.ensemble.RandomForestClassifier"])
 def test_predictor_gives_exactly_what_the_pipeline_gives(estimator: str) -> None:
-    from tasks.bentoml_service import Predictor
+    from tasks._serving.predictor import Predictor
     from tasks.sample_data import make_customer_frame
     from tasks.sklearn_training import build_pipeline, make_estimator
 

@@ -190,7 +190,7 @@ def test_a_slow_model_does_not_stall_the_event_loop(runtime_block: Any, slow_ben
 def test_the_timeout_middleware_patch_applies_and_cancels_its_timer() -> None:
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-    from tasks.bentoml_service import patch_bentoml_timeout_middleware
+    from tasks._serving.service import patch_bentoml_timeout_middleware
 
     assert patch_bentoml_timeout_middleware(), "the TimeoutMiddleware patch no longer applies (BentoML changed)"
 
@@ -218,7 +218,7 @@ def test_the_timeout_middleware_patch_applies_and_cancels_its_timer() -> None:
 def test_old_configs_without_task_keys_read_the_task_from_the_model(tmp_path: Path) -> None:
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    from tasks.bentoml_service import Predictor
+    from tasks._serving.predictor import Predictor
 
     frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]})
     binary = Predictor(LogisticRegression().fit(frame, [False, False, False, True, True, True]))
