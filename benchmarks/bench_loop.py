@@ -50,8 +50,8 @@ def main() -> None:
             from flows.continuous_training import continuous_training
             from flows.deploy_model import deploy_model
             from flows.watch_data import incoming_file, watch_data
-            from tasks.bentoml_serving import serving_status
             from tasks.sample_data import make_customer_frame
+            from tasks.serving_endpoint import serving_status
             from tasks.sklearn_training import TrainingSpec
 
             MlflowServer(tracking_uri=mlflow_server.url).save("bench-mlflow", overwrite=True)
@@ -105,7 +105,7 @@ def main() -> None:
             os.killpg(runner.pid, 15)
             runner.wait(timeout=60)
         if serving is not None:
-            from tasks.bentoml_serving import stop_serving
+            from tasks.serving_endpoint import stop_serving
 
             stop_serving(serving)
         mlflow_server.stop()

@@ -286,10 +286,10 @@ def main() -> None:
     from blocks.mlflow_server import MlflowServer
     from flows.continuous_training import continuous_training
     from flows.deploy_model import deploy_model, model_cache_dir
-    from tasks.bentoml_serving import stop_serving
     from tasks.inference_log import inference_log_stats
     from tasks.mlflow_registry import alias_version, download_model_version
     from tasks.sample_data import make_customer_frame
+    from tasks.serving_endpoint import stop_serving
     from tasks.sklearn_training import TrainingSpec
 
     conns = [int(c) for c in args.connections.split(",")]

@@ -152,7 +152,7 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
         if args.keep:
             keep(home, prefect_server, mlflow_server, runner)
         else:
-            from tasks.bentoml_serving import stop_serving
+            from tasks.serving_endpoint import stop_serving
 
             if runner is not None:
                 os.killpg(runner.pid, 15)
@@ -167,7 +167,7 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
 def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess.Popen | None) -> None:
     """Record and list every process left running, with how to stop it."""
     from deployments.processes import record_kept
-    from tasks.bentoml_serving import serving_status
+    from tasks.serving_endpoint import serving_status
 
     kept = {"Prefect server": (prefect_server.process.pid, prefect_server.url),
             "MLflow server": (mlflow_server.process.pid, mlflow_server.url)}
@@ -188,7 +188,7 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
 def stop(home: Path) -> int:
     """Stop what a ``--keep`` run left running: the model endpoint, the runner, MLflow and Prefect."""
     from deployments.processes import stop_kept
-    from tasks.bentoml_serving import stop_serving
+    from tasks.serving_endpoint import stop_serving
 
     stopped = stop_serving(None).get("stopped") or []
     for what in stopped:
@@ -207,9 +207,9 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     from flows.continuous_training import continuous_training
     from flows.deploy_model import deploy_model
     from flows.monitor_model import monitor_model
-    from tasks.bentoml_serving import serving_status
     from tasks.inference_log import attach_ground_truth
     from tasks.sample_data import make_customer_frame
+    from tasks.serving_endpoint import serving_status
     from tasks.sklearn_training import TrainingSpec
 
     MlflowServer(tracking_uri=mlflow_url, experiment_name="demo").save("demo-mlflow", overwrite=True)

@@ -37,23 +37,22 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.bentoml_serving import BentoMLServing
 from tasks.bentoml_packaging import BentoInfo
-from tasks.bentoml_serving import (
-    BackendInfo,
-    _backend_marker,
-    _front_request,
-    _group_of,
-    _now,
-    _state_lock,
-    _write_state,
-    backend_alive,
-    endpoint_id,
-    ensure_front,
-    front_alive,
-    read_state,
-    start_bento_server,
-)
+from tasks.bentoml_serving import ensure_front, start_bento_server
 from tasks.exceptions import ServingError
 from tasks.logs import run_logger
+from tasks.serving_endpoint import (
+    BackendInfo,
+    backend_alive,
+    backend_marker,
+    endpoint_id,
+    front_alive,
+    front_request,
+    group_of,
+    now_iso,
+    read_state,
+    state_lock,
+    write_state,
+)
 from tasks.serving_processes import group_alive, start_group, stop_group
 
 _RESTARTS_KEPT = 50
@@ -62,7 +61,7 @@ SUPERVISOR_MARKER = "tasks.bentoml_serving supervise"
 
 def _record_restart(state: dict[str, Any], what: str, why: str, pid: int | None) -> None:
     restarts = state.get("restarts") or []
-    restarts.append({"what": what, "why": why, "at": _now(), "pid": pid})
+    restarts.append({"what": what, "why": why, "at": now_iso(), "pid": pid})
     state["restarts"] = restarts[-_RESTARTS_KEPT:]
 
 
@@ -76,14 +75,14 @@ def _bento_of(live: dict[str, Any]) -> BentoInfo:
 
 def _restart_backend(serving: BentoMLServing, dead: dict[str, Any]) -> str:
     logger = run_logger()
-    leftovers = stop_group(_group_of(dead, _backend_marker(int(dead.get("port") or 0))) or dead.get("group"),
+    leftovers = stop_group(group_of(dead, backend_marker(int(dead.get("port") or 0))) or dead.get("group"),
                            timeout_s=5)
     try:
         backend = start_bento_server.fn(serving, _bento_of(dead))
     except ServingError as exc:
         logger.error("Restarting %s failed: %s", dead.get("bento_tag"), exc)
         return f"backend {dead.get('bento_tag')}: restart failed: {exc}"
-    with _state_lock(serving):
+    with state_lock(serving):
         state = read_state(serving)
         live = state.get("live") or {}
         if live.get("pid") != dead.get("pid") or state.get("front") is None:
@@ -93,13 +92,13 @@ def _restart_backend(serving: BentoMLServing, dead: dict[str, Any]) -> str:
             front = state["front"]
             label = {"bento": backend.bento_tag, "model_name": backend.model_name,
                      "model_version": backend.model_version}
-            _front_request(serving.endpoint_url(), front["token"], "POST", "switch",
+            front_request(serving.endpoint_url(), front["token"], "POST", "switch",
                            {"backend": backend.url, "label": label})
-            state["live"] = {**backend.model_dump(), "since": live.get("since") or _now()}
+            state["live"] = {**backend.model_dump(), "since": live.get("since") or now_iso()}
             _record_restart(state, f"backend {backend.bento_tag}",
                             f"bentoml serve (pid {dead.get('pid')}) was not running; stopped its leftover "
                             f"processes {sorted(leftovers)}", backend.pid)
-            _write_state(serving, state)
+            write_state(serving, state)
     if replaced:
         stop_group(backend.group, timeout_s=5)
         return f"backend {dead.get('bento_tag')}: replaced meanwhile; restart discarded"
@@ -129,10 +128,10 @@ def heal_endpoint(serving: BentoMLServing) -> dict[str, Any]:
         return {"actions": actions}  # nothing deployed, or stopped on purpose
     if not front_alive(state.get("front")):
         front = ensure_front.fn(serving)
-        with _state_lock(serving):
+        with state_lock(serving):
             current = read_state(serving)
             _record_restart(current, "front", "the front process was not running", front["pid"])
-            _write_state(serving, current)
+            write_state(serving, current)
         actions.append(f"front restarted (pid {front['pid']})")
     if not backend_alive(live):
         actions.append(_restart_backend(serving, live))
@@ -206,7 +205,7 @@ def ensure_supervisor(serving: BentoMLServing) -> dict[str, Any] | None:
         return None
     folder = serving.home() / "serving"
     config = folder / f"supervisor-{serving.port}.json"
-    with _state_lock(serving):
+    with state_lock(serving):
         state = read_state(serving)
         current = state.get("supervisor") or {}
         if group_alive(current.get("group")):
@@ -217,8 +216,8 @@ def ensure_supervisor(serving: BentoMLServing) -> dict[str, Any] | None:
                                    str(config)], folder / "logs" / f"supervisor-{serving.port}.log",
                                   serving.subprocess_env(), endpoint_id(serving),
                                   cwd=str(Path(__file__).resolve().parent.parent))
-        state["supervisor"] = {"pid": proc.pid, "started_at": _now(), "group": group}
-        _write_state(serving, state)
+        state["supervisor"] = {"pid": proc.pid, "started_at": now_iso(), "group": group}
+        write_state(serving, state)
     run_logger().info("Supervisor of %s started (pid %d)", serving.endpoint_url(), proc.pid)
     return {"pid": proc.pid, "started_at": state["supervisor"]["started_at"]}
 
