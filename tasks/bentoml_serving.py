@@ -43,7 +43,6 @@ from tasks.serving_endpoint import (
     front_alive,
     front_request,
     group_of,
-    log_tail,
     now_iso,
     read_state,
     serving_status,
@@ -52,7 +51,7 @@ from tasks.serving_endpoint import (
     write_state,
 )
 from tasks.serving_processes import record_members, start_group, stop_group
-from tasks.system import ProcessExited, free_port, free_port_in, wait_until
+from tasks.system import ProcessExited, free_port, free_port_in, log_tail, wait_until
 
 _SERVICE_SCRIPT = Path(__file__).resolve().with_name("bentoml_service.py")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -40,7 +39,7 @@ HISTORY_KEPT = 20
 FRONT_MARKER = "bentoml_service.py front"
 
 __all__ = ["FRONT_MARKER", "BackendInfo", "backend_alive", "backend_marker", "endpoint_id", "front_alive",
-           "front_request", "get_serving_status", "group_of", "log_tail", "now_iso", "read_state", "serving_status",
+           "front_request", "get_serving_status", "group_of", "now_iso", "read_state", "serving_status",
            "state_lock", "stop_serving", "write_state"]
 
 
@@ -91,14 +90,6 @@ def read_state(serving: BentoMLServing) -> dict[str, Any]:
 def write_state(serving: BentoMLServing, state: dict[str, Any]) -> None:
     """Replace the endpoint's state file in one step, mode 0600 (it holds the front's admin token)."""
     atomic_write_text(serving.state_file(), json.dumps(state, indent=2, default=str), mode=0o600)
-
-
-def log_tail(path: str | Path, chars: int = 3000) -> str:
-    """Return the last ``chars`` characters of a log file (empty when it cannot be read)."""
-    try:
-        return Path(path).read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
 
 
 def group_of(record: dict[str, Any] | None, marker: str) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ import psutil
 CREATE_TIME_TOLERANCE_S = 0.05
 
 __all__ = ["CREATE_TIME_TOLERANCE_S", "ProcessExited", "atomic_path", "atomic_write_text", "create_time",
-           "find_process", "free_port", "free_port_in", "process_alive", "process_tree", "running",
+           "find_process", "free_port", "free_port_in", "log_tail", "process_alive", "process_tree", "running",
            "signal_processes", "start_process", "stop_processes", "wait_gone", "wait_until"]
 
 
@@ -275,6 +275,14 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def log_tail(path: str | Path, chars: int = 3000) -> str:
+    """Return the last ``chars`` characters of a (log) file; empty when it cannot be read."""
+    try:
+        return Path(path).read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
