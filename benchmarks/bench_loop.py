@@ -39,7 +39,7 @@ def main() -> None:
     os.environ.update({"PREFECT_MLOPS_HOME": str(home / "state"), "PREFECT_LOGGING_LEVEL": "WARNING",
                        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"})
     from deployments.processes import start_mlflow_server, start_prefect_server
-    from tasks.system import free_port, wait_until
+    from tasks.system import free_port, stop_started, wait_until
 
     prefect_server = start_prefect_server(home / "prefect", ui=False, scheduler_loop_s=2)
     mlflow_server = start_mlflow_server(home / "mlflow")
@@ -104,8 +104,7 @@ def main() -> None:
                   f" the rest: event -> runner -> continuous-training -> promotion event -> deploy-model)")
     finally:
         if runner is not None:
-            os.killpg(runner.pid, 15)
-            runner.wait(timeout=60)
+            stop_started(runner, 60)
         if serving is not None:
             from tasks.serving_endpoint import stop_serving
 

@@ -25,6 +25,7 @@ from tasks.system import (
     process_tree,
     start_process,
     stop_processes,
+    stop_started,
     wait_until,
 )
 
@@ -54,12 +55,7 @@ class ServerProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server and every process it started (SIGTERM, SIGKILL after ``timeout``), then reap it."""
-        if self.process.poll() is not None:
-            return
-        proc = find_process(self.process.pid)
-        if proc is not None:
-            stop_processes(process_tree(proc), timeout_s=timeout)
-        self.process.wait(timeout=timeout)
+        stop_started(self.process, timeout)
 
 
 def start_server(cmd: Sequence[str], url: str, health_path: str, log_path: Path, env: dict[str, str] | None = None,

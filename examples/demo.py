@@ -142,10 +142,10 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
             keep(home, prefect_server, mlflow_server, runner)
         else:
             from tasks.serving_endpoint import stop_serving
+            from tasks.system import stop_started
 
             if runner is not None:
-                os.killpg(runner.pid, 15)
-                runner.wait(timeout=60)
+                stop_started(runner, 60)
             stop_serving(None)
             mlflow_server.stop()
             prefect_server.stop()

@@ -30,7 +30,7 @@ CREATE_TIME_TOLERANCE_S = 0.05
 
 __all__ = ["CREATE_TIME_TOLERANCE_S", "ProcessExited", "atomic_path", "atomic_write_text", "create_time",
            "find_process", "free_port", "free_port_in", "log_tail", "process_alive", "process_tree", "running",
-           "signal_processes", "start_process", "stop_processes", "wait_gone", "wait_until"]
+           "signal_processes", "start_process", "stop_processes", "stop_started", "wait_gone", "wait_until"]
 
 
 # -- ports ---------------------------------------------------------------------------------------------
@@ -241,6 +241,16 @@ def stop_processes(procs: list[psutil.Process], timeout_s: float = 20.0) -> list
         signal_processes(left, signal.SIGKILL)
         wait_gone(left, 10.0)
     return [p.pid for p in procs]
+
+
+def stop_started(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """Stop a process this program started and every process it started (SIGTERM, then SIGKILL); reap it."""
+    if proc.poll() is not None:
+        return
+    found = find_process(proc.pid)
+    if found is not None:
+        stop_processes(process_tree(found), timeout_s=timeout_s)
+    proc.wait(timeout=timeout_s)
 
 
 # -- files ---------------------------------------------------------------------------------------------
