@@ -25,6 +25,12 @@ sys.path.insert(0, str(ROOT))
 MODEL = "bench-loop"
 
 
+def _new_answering(status: dict, before: str) -> str | None:
+    """Return the model version the endpoint answers with when it is not ``before`` (else None)."""
+    answering = (status.get("answering") or {}).get("model_version")
+    return str(answering) if answering is not None and str(answering) != before else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
@@ -32,7 +38,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     os.environ.update({"PREFECT_MLOPS_HOME": str(home / "state"), "PREFECT_LOGGING_LEVEL": "WARNING",
                        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"})
-    from deployments.processes import free_port, start_mlflow_server, start_prefect_server
+    from deployments.processes import start_mlflow_server, start_prefect_server
+    from tasks.system import free_port, stop_started, wait_until
 
     prefect_server = start_prefect_server(home / "prefect", ui=False, scheduler_loop_s=2)
     mlflow_server = start_mlflow_server(home / "mlflow")
@@ -50,8 +57,8 @@ def main() -> None:
             from flows.continuous_training import continuous_training
             from flows.deploy_model import deploy_model
             from flows.watch_data import incoming_file, watch_data
-            from tasks.bentoml_serving import serving_status
             from tasks.sample_data import make_customer_frame
+            from tasks.serving_endpoint import serving_status
             from tasks.sklearn_training import TrainingSpec
 
             MlflowServer(tracking_uri=mlflow_server.url).save("bench-mlflow", overwrite=True)
@@ -85,14 +92,9 @@ def main() -> None:
                 result = watch_data(incoming_path=str(drop), **kwargs)
                 watch_times.append(time.perf_counter() - started)
                 assert result.changed, result
-                deadline = time.monotonic() + 300
-                while time.monotonic() < deadline:
-                    answering = (serving_status(serving).get("answering") or {}).get("model_version")
-                    if answering is not None and str(answering) != before:
-                        break
-                    time.sleep(0.25)
-                else:
-                    raise TimeoutError(f"repeat {repeat}: no new champion within 300 s (see {home}/runner.log)")
+                answering = wait_until(
+                    lambda b=before: _new_answering(serving_status(serving), b), 300,
+                    f"repeat {repeat}: a new champion answering (see {home}/runner.log)", interval=0.25, ignore=())
                 totals.append(time.perf_counter() - started)
                 print(f"repeat {repeat}: v{before} -> v{answering} answering {totals[-1]:.1f} s after the drop "
                       f"(watch-data {watch_times[-1]:.1f} s)", flush=True)
@@ -102,10 +104,9 @@ def main() -> None:
                   f" the rest: event -> runner -> continuous-training -> promotion event -> deploy-model)")
     finally:
         if runner is not None:
-            os.killpg(runner.pid, 15)
-            runner.wait(timeout=60)
+            stop_started(runner, 60)
         if serving is not None:
-            from tasks.bentoml_serving import stop_serving
+            from tasks.serving_endpoint import stop_serving
 
             stop_serving(serving)
         mlflow_server.stop()

@@ -37,8 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -147,45 +145,17 @@ def run_load(port: int, path: str, body: bytes, connections: int, duration: floa
 
 
 # -- servers -------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_mlflow_serve(model_name: str, version: str, tracking_uri: str, log: Path) -> tuple[subprocess.Popen, int]:
-    import httpx
+def start_mlflow_serve(model_name: str, version: str, tracking_uri: str, log: Path) -> tuple[Any, int]:
+    """Start ``mlflow models serve`` for a registered version; return the server (stop it) and its port."""
+    from deployments.processes import start_server
+    from tasks.system import free_port
 
     port = free_port()
-    out = open(log, "wb")  # noqa: SIM115 - closed when the process is stopped
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}/{version}",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,  # it runs `uvicorn` from PATH
-                                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_group(proc)
-    raise RuntimeError("mlflow models serve was not healthy within 180 s")
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}/{version}",
+           "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    env = {"MLFLOW_TRACKING_URI": tracking_uri,  # it runs `uvicorn` from PATH
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return start_server(cmd, f"http://127.0.0.1:{port}", "/ping", log, env=env, deadline_s=180), port
 
 
 def in_process_rate(model_dir: str, record: dict[str, Any], seconds: float = 3.0) -> dict[str, Any]:
@@ -286,11 +256,12 @@ def main() -> None:
     from blocks.mlflow_server import MlflowServer
     from flows.continuous_training import continuous_training
     from flows.deploy_model import deploy_model, model_cache_dir
-    from tasks.bentoml_serving import stop_serving
     from tasks.inference_log import inference_log_stats
     from tasks.mlflow_registry import alias_version, download_model_version
     from tasks.sample_data import make_customer_frame
+    from tasks.serving_endpoint import stop_serving
     from tasks.sklearn_training import TrainingSpec
+    from tasks.system import free_port
 
     conns = [int(c) for c in args.connections.split(",")]
     tmp = home / "bench"
@@ -332,7 +303,7 @@ def main() -> None:
                                             args.variants.split(","), args.repeat, args.duration, tmp)
             if args.skip_mlflow:
                 continue
-            proc, port = start_mlflow_serve(name, version.version, mlflow_server.tracking_uri,
+            mlflow_serve, port = start_mlflow_serve(name, version.version, mlflow_server.tracking_uri,
                                             tmp / f"mlflow-serve-{name}.log")
             try:
                 mlflow_body = json.dumps({"dataframe_records": [record]}).encode()
@@ -342,7 +313,7 @@ def main() -> None:
                     print(f"  mlflow      c={c:<3} {row['rps']:8.0f} rps  p50 {row['p50_ms']:6.1f} ms  "
                           f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}", flush=True)
             finally:
-                stop_group(proc)
+                mlflow_serve.stop()
     finally:
         stop_serving(serving)  # the backends write what they still buffer as they stop
     names = [MODELS[key][0] for key in args.models.split(",")]

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
 from blocks.settings import state_dir
-
-if TYPE_CHECKING:  # pragma: no cover
-    import httpx
 
 
 class BentoMLServing(Block):
@@ -172,16 +169,6 @@ class BentoMLServing(Block):
     def runtime_env(self, status_file: str | None = None) -> dict[str, str]:
         """Return the environment of a ``bentoml serve`` backend."""
         return self.subprocess_env({"MLOPS_SERVING_CONFIG": json.dumps(self.runtime_settings(status_file))})
-
-    def get_client(self, timeout_s: float = 10.0) -> httpx.Client:
-        """Return a new ``httpx.Client`` for the live endpoint (base URL set).
-
-        Returns:
-            ``httpx.Client(base_url=endpoint_url())``; close it when done.
-        """
-        import httpx
-
-        return httpx.Client(base_url=self.endpoint_url(), timeout=timeout_s)
 
     def summary(self) -> dict[str, Any]:
         """Return the settings worth showing in logs and artifacts."""

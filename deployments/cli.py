@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_stop_endpoint(args: argparse.Namespace) -> int:
     """Stop a serving endpoint and every process of it (supervisor, front, backends, workers)."""
     from flows.deploy_model import load_serving
-    from tasks.bentoml_serving import stop_serving
+    from tasks.serving_endpoint import stop_serving
 
     serving = load_serving(args.serving_block)
     stopped = stop_serving(serving)["stopped"]
@@ -84,8 +84,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print the champion, its lineage and what serves now."""
     from deployments.registry_check import HINT, CliError
     from flows.deploy_model import load_serving
-    from tasks.bentoml_serving import serving_status
     from tasks.mlflow_registry import CHAMPION, alias_version
+    from tasks.serving_endpoint import serving_status
 
     server, model = _registry(args)
     champion = alias_version(server, model, CHAMPION)

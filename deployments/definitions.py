@@ -24,6 +24,7 @@ from tasks.events import (
     MODEL_ROLLED_BACK,
     PERFORMANCE_DECAYED,
 )
+from tasks.system import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -313,7 +314,6 @@ def wait_for_triggers(deployment_names: list[str], deadline_s: float = 120.0) ->
         TimeoutError: If they are not all there by the deadline.
     """
     import asyncio
-    import time
 
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -334,8 +334,14 @@ def wait_for_triggers(deployment_names: list[str], deadline_s: float = 120.0) ->
                     absent.append(name)
             return absent
 
-    end = time.monotonic() + deadline_s
-    while (absent := asyncio.run(missing())) and time.monotonic() < end:
-        time.sleep(0.5)
-    if absent:
-        raise TimeoutError(f"deployments or their triggers not registered after {deadline_s:.0f}s: {absent}")
+    seen = {"absent": list(deployment_names)}
+
+    def absent_now() -> list[str]:
+        seen["absent"] = asyncio.run(missing())
+        return seen["absent"]
+
+    try:
+        wait_until(absent_now, deadline_s, "event triggers", interval=0.5, ignore=(), done=lambda absent: not absent)
+    except TimeoutError as exc:
+        raise TimeoutError(f"deployments or their triggers not registered after {deadline_s:.0f}s: "
+                           f"{seen['absent']}") from exc

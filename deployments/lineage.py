@@ -144,7 +144,7 @@ def model_lineage(ref: str, mlflow_block: str | None = None, serving_block: str 
 def _endpoint(serving_block: str | None, name: str, version: str) -> dict[str, Any]:
     """Return what the endpoint serves now, and whether it is this version."""
     from flows.deploy_model import load_serving
-    from tasks.bentoml_serving import serving_status
+    from tasks.serving_endpoint import serving_status
 
     try:
         status = serving_status(load_serving(serving_block))

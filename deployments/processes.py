@@ -1,21 +1,33 @@
 """Start and stop the local servers of the embedded set-up (Prefect, MLflow) by PID.
 
 Used by ``make demo`` and by the test fixtures: every server binds 127.0.0.1 on a free
-port, is waited for with a health check and a deadline, and is stopped by its process
-group id, never left behind.
+port, is waited for with a health check and a deadline, and is stopped with every process
+it started (found with ``psutil``, by PID and creation time), never left behind. The port,
+wait and process helpers are those of ``tasks/system.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.system import (
+    atomic_write_text,
+    create_time,
+    find_process,
+    free_port,
+    log_tail,
+    process_tree,
+    start_process,
+    stop_processes,
+    stop_started,
+    wait_until,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -29,13 +41,6 @@ TELEMETRY_OFF = {
 }
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class ServerProcess:
     """A started server: its process, URL and log file."""
@@ -46,53 +51,11 @@ class ServerProcess:
 
     def log_tail(self, chars: int = 4000) -> str:
         """Return the end of the server's log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server's whole process group by PID, then wait for it."""
-        if self.process.poll() is not None:
-            return
-        pgid = os.getpgid(self.process.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.process.wait(timeout=timeout)
-
-
-def wait_until(check: Callable[[], bool], deadline_s: float, what: str, process: subprocess.Popen | None = None,
-               log: Callable[[], str] | None = None, interval: float = 0.2) -> None:
-    """Poll ``check`` until it returns True; fail with a clear message at the deadline.
-
-    Args:
-        check: Returns True when the condition holds (connection errors count as False).
-        deadline_s: Seconds to wait at most.
-        what: What is awaited, for the error message.
-        process: Fail at once if this process exits.
-        log: Returns log text to add to the error message.
-        interval: Seconds between checks.
-
-    Raises:
-        TimeoutError: At the deadline.
-        RuntimeError: If ``process`` exits first.
-    """
-    import httpx
-
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {process.returncode}:\n{log() if log else ''}")
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not ready after {deadline_s:.0f}s:\n{log() if log else ''}")
+        """Stop the server and every process it started (SIGTERM, SIGKILL after ``timeout``), then reap it."""
+        stop_started(self.process, timeout)
 
 
 def start_server(cmd: Sequence[str], url: str, health_path: str, log_path: Path, env: dict[str, str] | None = None,
@@ -113,10 +76,7 @@ def start_server(cmd: Sequence[str], url: str, health_path: str, log_path: Path,
     """
     import httpx
 
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(list(cmd), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {})}, cwd=cwd)
+    proc = start_process(list(cmd), log_path, {**os.environ, **(env or {})}, cwd=cwd)
     server = ServerProcess(proc, url, log_path)
 
     def healthy() -> bool:
@@ -216,20 +176,12 @@ def record_kept(state: Path, processes: dict[str, tuple[int, str]]) -> Path:
     Returns:
         The file written.
     """
-    import json
-
-    import psutil
-
     records = []
     for name, (pid, where) in processes.items():
-        try:
-            started = psutil.Process(pid).create_time()
-        except psutil.Error:
-            continue
-        records.append({"name": name, "pid": pid, "create_time": started, "where": where})
-    path = state / KEPT_FILE
-    path.write_text(json.dumps(records, indent=2))
-    return path
+        started = create_time(pid)
+        if started is not None:
+            records.append({"name": name, "pid": pid, "create_time": started, "where": where})
+    return atomic_write_text(state / KEPT_FILE, json.dumps(records, indent=2))
 
 
 def stop_kept(state: Path, timeout: float = 20.0) -> list[str]:
@@ -242,37 +194,18 @@ def stop_kept(state: Path, timeout: float = 20.0) -> list[str]:
     Returns:
         One line per recorded process: what was stopped, or why not.
     """
-    import json
-
-    import psutil
-
     path = state / KEPT_FILE
     if not path.is_file():
         return []
     lines = []
     for record in json.loads(path.read_text()):
         name, pid = record["name"], int(record["pid"])
-        try:
-            proc = psutil.Process(pid)
-            if abs(proc.create_time() - float(record["create_time"])) > 1.0:
-                lines.append(f"{name} (PID {pid}): already gone (PID now used by another process)")
-                continue
-        except psutil.NoSuchProcess:
-            lines.append(f"{name} (PID {pid}): already gone")
+        proc = find_process(pid, float(record["create_time"]))
+        if proc is None:
+            reused = create_time(pid) is not None  # a process runs under the PID, created at another time
+            lines.append(f"{name} (PID {pid}): already gone" + (" (PID now used by another process)" if reused else ""))
             continue
-        group = [proc, *proc.children(recursive=True)]
-        try:
-            if os.getpgid(pid) == pid:  # it leads its own group (start_new_session): stop the whole group
-                os.killpg(pid, signal.SIGTERM)
-            else:
-                for member in group:
-                    member.terminate()
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            pass
-        _, alive = psutil.wait_procs(group, timeout=timeout)
-        for leftover in alive:
-            leftover.kill()
-        psutil.wait_procs(alive, timeout=timeout)
+        stop_processes(process_tree(proc), timeout_s=timeout)
         lines.append(f"{name} (PID {pid}): stopped")
     path.unlink()
     return lines

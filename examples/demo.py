@@ -98,17 +98,6 @@ def send_day(url: str, frame: Any, features: list[str], batch: int = 100) -> dic
     return labels
 
 
-def wait_for(check: Any, deadline_s: float, what: str, interval: float = 1.0) -> Any:
-    """Poll until ``check()`` is truthy; fail clearly at the deadline."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not done after {deadline_s:.0f}s")
-
-
 def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
     """Run the loop and print the timeline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -152,11 +141,11 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
         if args.keep:
             keep(home, prefect_server, mlflow_server, runner)
         else:
-            from tasks.bentoml_serving import stop_serving
+            from tasks.serving_endpoint import stop_serving
+            from tasks.system import stop_started
 
             if runner is not None:
-                os.killpg(runner.pid, 15)
-                runner.wait(timeout=60)
+                stop_started(runner, 60)
             stop_serving(None)
             mlflow_server.stop()
             prefect_server.stop()
@@ -167,7 +156,7 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
 def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess.Popen | None) -> None:
     """Record and list every process left running, with how to stop it."""
     from deployments.processes import record_kept
-    from tasks.bentoml_serving import serving_status
+    from tasks.serving_endpoint import serving_status
 
     kept = {"Prefect server": (prefect_server.process.pid, prefect_server.url),
             "MLflow server": (mlflow_server.process.pid, mlflow_server.url)}
@@ -199,7 +188,7 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
 def stop(home: Path) -> int:
     """Stop what a ``--keep`` run left running: the model endpoint, the runner, MLflow and Prefect."""
     from deployments.processes import stop_kept
-    from tasks.bentoml_serving import stop_serving
+    from tasks.serving_endpoint import stop_serving
 
     stopped = stop_serving(None).get("stopped") or []
     for what in stopped:
@@ -229,10 +218,11 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     from flows.continuous_training import continuous_training
     from flows.deploy_model import deploy_model
     from flows.monitor_model import monitor_model
-    from tasks.bentoml_serving import serving_status
     from tasks.inference_log import attach_ground_truth
     from tasks.sample_data import make_customer_frame
+    from tasks.serving_endpoint import serving_status
     from tasks.sklearn_training import TrainingSpec
+    from tasks.system import wait_until
 
     MlflowServer(tracking_uri=mlflow_url, experiment_name="demo").save("demo-mlflow", overwrite=True)
     incoming = home / "incoming"
@@ -266,7 +256,8 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
             labels = send_day(url, frame, features)
             attach_ground_truth(None, MODEL, labels)
             logged += len(labels)
-            wait_for(lambda n=logged: _written(serving_status()) >= n, 60, "the inference log to be written")
+            wait_until(lambda n=logged: _written(serving_status()) >= n, 60, "the inference log to be written",
+                       interval=1.0, ignore=())
             hours = (dt.datetime.now(dt.UTC) - day_start).total_seconds() / 3600 + 1e-3
             result = monitor_model(window_hours=hours, mlflow_block="demo-mlflow")
             drifted = ", ".join(result.drift.drifted_columns) if result.drift else "-"
@@ -275,8 +266,8 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
             if result.events and retrained_at is None:
                 before = result.champion_version
                 say("waiting for the automation: retrain on the drifted traffic, gate, promote, deploy ...")
-                status = wait_for(lambda b=before: _serving_newer(serving_status(), b), 240,
-                                  "the retrained champion to serve")
+                status = wait_until(lambda b=before: _serving_newer(serving_status(), b), 240,
+                                    "the retrained champion to serve", interval=1.0, ignore=())
                 retrained_at = time.perf_counter()
                 say(f"v{status['model_version']} serves at {url} now (bento {status['bento']}); "
                     f"background traffic: {background.sent} requests, {background.failed} failed")

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from blocks.settings import state_dir
 from flows.common import DEFAULT_DATASET_PATH, DEFAULT_MODEL_NAME, load_dvc, load_mlflow, model_cache_dir
 from flows.deploy_model import load_serving
+from tasks.batch_scoring import score_dataset
 from tasks.bentoml_packaging import resolve_model_version
-from tasks.bentoml_serving import score_dataset
 from tasks.dvc_data import pull_dataset
 from tasks.mlflow_registry import CHAMPION, download_model_version
 from tasks.prefect_artifacts import publish_report

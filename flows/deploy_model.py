@@ -19,17 +19,7 @@ from tasks.bentoml_packaging import (
     resolve_model_version,
     write_container_recipe,
 )
-from tasks.bentoml_serving import (
-    BackendInfo,
-    ensure_front,
-    get_serving_status,
-    smoke_test_server,
-    start_bento_server,
-    stop_bento_server,
-    stop_serving,
-    switch_live_backend,
-    verify_live_endpoint,
-)
+from tasks.bentoml_serving import ensure_front, start_bento_server, stop_bento_server, switch_live_backend
 from tasks.bentoml_supervisor import ensure_supervisor, heal_serving_endpoint
 from tasks.events import DEPLOYMENT_FAILED, MODEL_DEPLOYED, emit_model_event
 from tasks.exceptions import ServingError
@@ -44,6 +34,8 @@ from tasks.mlflow_registry import (
     tag_model_version,
 )
 from tasks.prefect_artifacts import publish_report
+from tasks.serving_checks import smoke_test_server, verify_live_endpoint
+from tasks.serving_endpoint import BackendInfo, get_serving_status, stop_serving
 
 TAG_DEPLOYED_AT = "mlops.deployment.deployed_at"
 TAG_DEPLOYED_URL = "mlops.deployment.url"

@@ -75,7 +75,7 @@ def rollback_model(
     serving_url = None
     if redeploy:
         from flows.deploy_model import deploy_model, load_serving
-        from tasks.bentoml_serving import serving_status
+        from tasks.serving_endpoint import serving_status
 
         if serving_status(load_serving(serving_block), probe=False).get("model_name") == model_name:
             serving_url = deploy_model(model_name=model_name, version=target, alias=CHAMPION, mlflow_block=mlflow_block,

@@ -36,22 +36,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.bentoml_serving import BentoMLServing
+from tasks import serving_endpoint as endpoint
 from tasks.bentoml_packaging import BentoInfo
-from tasks.bentoml_serving import (
-    BackendInfo,
-    _backend_marker,
-    _front_request,
-    _group_of,
-    _now,
-    _state_lock,
-    _write_state,
-    backend_alive,
-    endpoint_id,
-    ensure_front,
-    front_alive,
-    read_state,
-    start_bento_server,
-)
+from tasks.bentoml_serving import ensure_front, start_bento_server
 from tasks.exceptions import ServingError
 from tasks.logs import run_logger
 from tasks.serving_processes import group_alive, start_group, stop_group
@@ -62,7 +49,7 @@ SUPERVISOR_MARKER = "tasks.bentoml_serving supervise"
 
 def _record_restart(state: dict[str, Any], what: str, why: str, pid: int | None) -> None:
     restarts = state.get("restarts") or []
-    restarts.append({"what": what, "why": why, "at": _now(), "pid": pid})
+    restarts.append({"what": what, "why": why, "at": endpoint.now_iso(), "pid": pid})
     state["restarts"] = restarts[-_RESTARTS_KEPT:]
 
 
@@ -76,15 +63,15 @@ def _bento_of(live: dict[str, Any]) -> BentoInfo:
 
 def _restart_backend(serving: BentoMLServing, dead: dict[str, Any]) -> str:
     logger = run_logger()
-    leftovers = stop_group(_group_of(dead, _backend_marker(int(dead.get("port") or 0))) or dead.get("group"),
-                           timeout_s=5)
+    group = endpoint.group_of(dead, endpoint.backend_marker(int(dead.get("port") or 0))) or dead.get("group")
+    leftovers = stop_group(group, timeout_s=5)
     try:
         backend = start_bento_server.fn(serving, _bento_of(dead))
     except ServingError as exc:
         logger.error("Restarting %s failed: %s", dead.get("bento_tag"), exc)
         return f"backend {dead.get('bento_tag')}: restart failed: {exc}"
-    with _state_lock(serving):
-        state = read_state(serving)
+    with endpoint.state_lock(serving):
+        state = endpoint.read_state(serving)
         live = state.get("live") or {}
         if live.get("pid") != dead.get("pid") or state.get("front") is None:
             replaced = True  # a deployment or a stop came first: that decision wins
@@ -93,13 +80,13 @@ def _restart_backend(serving: BentoMLServing, dead: dict[str, Any]) -> str:
             front = state["front"]
             label = {"bento": backend.bento_tag, "model_name": backend.model_name,
                      "model_version": backend.model_version}
-            _front_request(serving.endpoint_url(), front["token"], "POST", "switch",
+            endpoint.front_request(serving.endpoint_url(), front["token"], "POST", "switch",
                            {"backend": backend.url, "label": label})
-            state["live"] = {**backend.model_dump(), "since": live.get("since") or _now()}
+            state["live"] = {**backend.model_dump(), "since": live.get("since") or endpoint.now_iso()}
             _record_restart(state, f"backend {backend.bento_tag}",
                             f"bentoml serve (pid {dead.get('pid')}) was not running; stopped its leftover "
                             f"processes {sorted(leftovers)}", backend.pid)
-            _write_state(serving, state)
+            endpoint.write_state(serving, state)
     if replaced:
         stop_group(backend.group, timeout_s=5)
         return f"backend {dead.get('bento_tag')}: replaced meanwhile; restart discarded"
@@ -123,18 +110,18 @@ def heal_endpoint(serving: BentoMLServing) -> dict[str, Any]:
         {'actions': []}
     """
     actions: list[str] = []
-    state = read_state(serving)
+    state = endpoint.read_state(serving)
     live = state.get("live")
     if not live or state.get("front") is None:
         return {"actions": actions}  # nothing deployed, or stopped on purpose
-    if not front_alive(state.get("front")):
+    if not endpoint.front_alive(state.get("front")):
         front = ensure_front.fn(serving)
-        with _state_lock(serving):
-            current = read_state(serving)
+        with endpoint.state_lock(serving):
+            current = endpoint.read_state(serving)
             _record_restart(current, "front", "the front process was not running", front["pid"])
-            _write_state(serving, current)
+            endpoint.write_state(serving, current)
         actions.append(f"front restarted (pid {front['pid']})")
-    if not backend_alive(live):
+    if not endpoint.backend_alive(live):
         actions.append(_restart_backend(serving, live))
     return {"actions": actions}
 
@@ -171,7 +158,7 @@ def run_supervisor(serving: BentoMLServing) -> int:
     me = os.getpid()
     logger.info("supervising %s (pid %d)", serving.endpoint_url(), me)
     while not stop.is_set():
-        state = read_state(serving)
+        state = endpoint.read_state(serving)
         owner = (state.get("supervisor") or {}).get("pid")
         if (owner is not None and owner != me) or state.get("front") is None:
             logger.info("endpoint stopped or supervised by pid %s: exiting", owner)
@@ -206,8 +193,8 @@ def ensure_supervisor(serving: BentoMLServing) -> dict[str, Any] | None:
         return None
     folder = serving.home() / "serving"
     config = folder / f"supervisor-{serving.port}.json"
-    with _state_lock(serving):
-        state = read_state(serving)
+    with endpoint.state_lock(serving):
+        state = endpoint.read_state(serving)
         current = state.get("supervisor") or {}
         if group_alive(current.get("group")):
             return {"pid": current["pid"], "started_at": current.get("started_at")}
@@ -215,12 +202,12 @@ def ensure_supervisor(serving: BentoMLServing) -> dict[str, Any] | None:
         config.write_text(serving.model_dump_json(include=set(BentoMLServing.model_fields)))
         proc, group = start_group([sys.executable, "-m", "tasks.bentoml_serving", "supervise", "--config",
                                    str(config)], folder / "logs" / f"supervisor-{serving.port}.log",
-                                  serving.subprocess_env(), endpoint_id(serving),
+                                  serving.subprocess_env(), endpoint.endpoint_id(serving),
                                   cwd=str(Path(__file__).resolve().parent.parent))
-        state["supervisor"] = {"pid": proc.pid, "started_at": _now(), "group": group}
-        _write_state(serving, state)
+        state["supervisor"] = {"pid": proc.pid, "started_at": endpoint.now_iso(), "group": group}
+        endpoint.write_state(serving, state)
     run_logger().info("Supervisor of %s started (pid %d)", serving.endpoint_url(), proc.pid)
     return {"pid": proc.pid, "started_at": state["supervisor"]["started_at"]}
 
 
-__all__ = ["BackendInfo", "ensure_supervisor", "heal_endpoint", "heal_serving_endpoint", "run_supervisor"]
+__all__ = ["ensure_supervisor", "heal_endpoint", "heal_serving_endpoint", "run_supervisor"]

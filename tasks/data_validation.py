@@ -14,6 +14,7 @@ from blocks.data_contract import MIN_DATETIME_SHARE, ColumnSpec, DataContract, l
 from tasks.datasets import read_dataset, storage_error
 from tasks.exceptions import DataValidationError, DataVersioningError
 from tasks.logs import run_logger
+from tasks.system import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -329,12 +330,11 @@ def reject_dataset(dataset_file: str, report: ValidationReport, rejected_dir: st
         folder.mkdir(parents=True, exist_ok=True)
         kept = folder / f"data{staged.suffix}"
         if not kept.is_file():  # move: a rejected file stays in one place only
-            shutil.move(staged, folder / f".{kept.name}.partial")
-            (folder / f".{kept.name}.partial").replace(kept)
+            with atomic_path(kept) as partial:
+                shutil.move(staged, partial)
         else:
             staged.unlink(missing_ok=True)
-        (folder / ".violations.json.partial").write_text(json.dumps(record, indent=2, default=str))
-        (folder / ".violations.json.partial").replace(folder / "violations.json")
+        atomic_write_text(folder / "violations.json", json.dumps(record, indent=2, default=str))
     except OSError as exc:
         raise storage_error(exc, folder, "keep the rejected dataset") from exc
     run_logger().warning("Rejected data %s (md5 %s) kept at %s", source or staged, md5, folder)

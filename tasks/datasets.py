@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from tasks.exceptions import DataVersioningError
 from tasks.logs import run_logger
+from tasks.system import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -226,19 +227,15 @@ def write_dataset(frame: pd.DataFrame, path: str | Path, fmt: str | None = None)
     if fmt not in CANONICAL_SUFFIX:
         raise DataVersioningError(f"Cannot write dataset {path}: unknown suffix {path.suffix!r}; use one of "
                                   f"{sorted(SUFFIXES)}.")
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            frame.to_parquet(partial, index=False)
-        elif fmt == "jsonl":
-            frame.to_json(partial, orient="records", lines=True, date_format="iso", force_ascii=False)
-        else:
-            frame.to_csv(partial, index=False)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            if fmt == "parquet":
+                frame.to_parquet(partial, index=False)
+            elif fmt == "jsonl":
+                frame.to_json(partial, orient="records", lines=True, date_format="iso", force_ascii=False)
+            else:
+                frame.to_csv(partial, index=False)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
         raise storage_error(exc, path, "write the dataset") from exc
     return str(path)
 
@@ -256,17 +253,13 @@ def place_dataset(source: str | Path, target: str | Path, action: str = "place t
     """
     source, target = Path(source), Path(target)
     source_format, target_format = detect_format(source), SUFFIXES[target.suffix.lower()]
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         if source_format == target_format:
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
+            with atomic_path(target) as partial:
+                shutil.copyfile(source, partial)
         else:
             write_dataset(read_dataset(source, source_format), target, target_format)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
         raise storage_error(exc, target, action) from exc
 
 

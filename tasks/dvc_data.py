@@ -30,6 +30,7 @@ from tasks.datasets import SUFFIXES, detect_format, fs_advice, os_fault, place_d
 from tasks.exceptions import DataVersioningError, DvcRemoteError
 from tasks.locks import file_lock
 from tasks.logs import run_logger
+from tasks.system import atomic_path
 
 _GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "prefect-mlops",
@@ -371,22 +372,19 @@ def pull_dataset(data_repo: DvcRepository, dataset_path: str, rev: str, cache_di
     local = Path(cache_dir) / f"{md5}{Path(dataset_path).suffix}"
     if local.is_file():
         return str(local)
-    partial = local.with_name(f".{local.name}.{os.getpid()}.partial")
     try:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with dvc.api.open(dataset_path, repo=data_repo.repo_path, rev=rev, mode="rb",
-                          remote=data_repo.remote_name) as src, open(partial, "wb") as dst:
+        with (atomic_path(local) as partial,
+              dvc.api.open(dataset_path, repo=data_repo.repo_path, rev=rev, mode="rb",
+                           remote=data_repo.remote_name) as src,
+              open(partial, "wb") as dst):
             shutil.copyfileobj(src, dst, length=1 << 20)
     except Exception as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
         if (fault := os_fault(exc)) is not None:
             raise storage_error(fault, fault.filename or local, f"pull {dataset_path}@{rev[:10]}") from exc
         raise DvcRemoteError(
             f"Cannot fetch {dataset_path} (md5 {md5}) at rev {rev} from the cache or remote "
             f"{data_repo.remote_url}: {exc}. Check that the remote is reachable."
         ) from exc
-    partial.replace(local)
     run_logger().info("Pulled %s@%s (md5 %s) to %s", dataset_path, rev[:10], md5, local)
     return str(local)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import shutil
 import time
 import uuid
@@ -412,16 +411,3 @@ def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInf
     found.parent.rename(target)  # complete copies only: a killed download never looks cached
     shutil.rmtree(partial, ignore_errors=True)
     return str(target)
-
-
-def run_metrics(mlflow_server: MlflowServer, run_id: str) -> dict[str, float]:
-    """Return a run's latest metrics."""
-    return dict(mlflow_server.get_client().get_run(run_id).data.metrics)
-
-
-def describe(version: ModelVersionInfo | None) -> dict[str, Any]:
-    """Return a short JSON-able description of a version, for summaries."""
-    if version is None:
-        return {}
-    return {"name": version.name, "version": version.version, "run_id": version.run_id,
-            "aliases": version.aliases, "tags": json.loads(json.dumps(version.tags))}

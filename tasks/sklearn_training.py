@@ -43,6 +43,7 @@ from tasks.sklearn_spec import (
     import_estimator,
     make_estimator,
 )
+from tasks.system import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -334,10 +335,8 @@ def train_trial(split: SplitFiles, target: str, spec: TrainingSpec, params: dict
     proba = class_probabilities(pipeline, x_valid, info.classes) if info.task_type != "regression" else None
     metrics = score_predictions(info.task_type, valid[target].to_numpy(), pipeline.predict(x_valid), proba,
                                 info.classes, info.positive_label)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{trial}.tmp")
-    joblib.dump(pipeline, partial)
-    partial.replace(path)  # a killed run never leaves a half-written model that looks complete
+    with atomic_path(path) as partial:  # a killed run never leaves a half-written model that looks complete
+        joblib.dump(pipeline, partial)
     logger.info("Trial %d %s: %s (%.2fs)", trial, params, {k: round(v, 4) for k, v in metrics.items()}, fit_seconds)
     return TrialResult(trial=trial, params=params, metrics=metrics, model_path=str(path), fit_seconds=fit_seconds)
 

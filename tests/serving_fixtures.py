@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import textwrap
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import free_port
+from servers import free_port, wait_until
 
 MODEL = "serving-churn"
 MLFLOW_BLOCK = "serving-tests-mlflow"
@@ -153,14 +152,11 @@ def serving_block_for(session_home: Path, name: str, **overrides: Any) -> Any:
 
 def wait_for(check: Any, deadline_s: float, what: str, interval: float = 0.1) -> Any:
     """Poll ``check`` until it returns something other than None / False; fail with ``what`` at the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} not within {deadline_s:.0f}s")
-        time.sleep(interval)
+    try:
+        return wait_until(check, deadline_s, what, interval=interval, ignore=(),
+                          done=lambda value: value is not None and value is not False)
+    except TimeoutError as exc:
+        raise AssertionError(f"{what} not within {deadline_s:.0f}s") from exc
 
 
 def latest_artifact(key: str) -> str | None:

@@ -27,10 +27,10 @@ from examples.demo import Traffic, send_day
 from flows.continuous_training import continuous_training
 from flows.deploy_model import deploy_model
 from flows.monitor_model import monitor_model
-from tasks.bentoml_serving import serving_status, stop_serving
 from tasks.events import DRIFT_DETECTED, PERFORMANCE_DECAYED
 from tasks.inference_log import attach_ground_truth
 from tasks.sample_data import make_customer_frame
+from tasks.serving_endpoint import serving_status, stop_serving
 from tasks.sklearn_training import TrainingSpec
 
 MODEL = "loop-model"

@@ -32,7 +32,7 @@ ROWS: list[dict[str, Any]] = []
 
 @pytest.fixture(scope="module")
 def matrix_serving(session_home: Path, prefect_server: str):
-    from tasks.bentoml_serving import stop_serving
+    from tasks.serving_endpoint import stop_serving
 
     block = serving_block_for(session_home, "matrix-serving")
     yield block

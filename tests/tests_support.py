@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from tasks.system import free_port
 
 
 def file_md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
-def closed_port() -> int:
-    """A 127.0.0.1 port nothing listens on (bound then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: A 127.0.0.1 port nothing listens on (bound then released): a server that is down.
+closed_port = free_port
 
 
 class Receiver(BaseHTTPRequestHandler):

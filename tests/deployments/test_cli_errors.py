@@ -13,7 +13,7 @@ import pytest
 
 from blocks.mlflow_server import MlflowServer
 from deployments.definitions import PROJECT_ROOT
-from deployments.processes import free_port
+from tasks.system import free_port
 
 CLI = [sys.executable, "-m", "deployments.cli"]
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from flows.deploy_model import TAG_FAILED_REASON, deploy_model
-from tasks.bentoml_serving import serving_status, stop_serving
 from tasks.exceptions import ServingError
 from tasks.mlflow_registry import alias_history, register_model_version, set_model_alias, version_info
+from tasks.serving_endpoint import serving_status, stop_serving
 
 pytest.register_assert_rewrite("serving_fixtures")
 from serving_fixtures import serving_block_for  # noqa: E402

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 
 from flows.deploy_model import TAG_FAILED_REASON, deploy_model
-from tasks.bentoml_serving import process_alive, serving_status, stop_serving
 from tasks.exceptions import ServingError
 from tasks.inference_log import read_inference_log
 from tasks.mlflow_registry import alias_history, set_model_alias
+from tasks.serving_endpoint import serving_status, stop_serving
+from tasks.system import process_alive
 
 pytest.register_assert_rewrite("serving_fixtures")
 from serving_fixtures import latest_artifact, serving_block_for, wait_for  # noqa: E402

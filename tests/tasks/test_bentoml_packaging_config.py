@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from tasks.bentoml_packaging import build_bento, read_mlflow_signature
-from tasks.bentoml_serving import prediction_problem, smoke_test_server, start_bento_server, stop_bento_server
+from tasks.bentoml_serving import start_bento_server, stop_bento_server
 from tasks.exceptions import PackagingError, ServingError
+from tasks.serving_checks import prediction_problem, smoke_test_server
 
 pytest.register_assert_rewrite("serving_fixtures")
 from serving_fixtures import serving_block_for  # noqa: E402

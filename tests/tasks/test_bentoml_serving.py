@@ -15,16 +15,12 @@ import pytest
 import yaml
 
 from tasks.bentoml_packaging import build_bento, parse_model_uri, resolve_model_version, write_container_recipe
-from tasks.bentoml_serving import (
-    ensure_front,
-    process_alive,
-    smoke_test_server,
-    start_bento_server,
-    stop_bento_server,
-    stop_serving,
-)
+from tasks.bentoml_serving import ensure_front, start_bento_server, stop_bento_server
 from tasks.exceptions import PackagingError, RegistryError, ServingError
 from tasks.inference_log import read_inference_log
+from tasks.serving_checks import smoke_test_server
+from tasks.serving_endpoint import stop_serving
+from tasks.system import process_alive
 
 pytest.register_assert_rewrite("serving_fixtures")
 from serving_fixtures import serving_block_for, wait_for  # noqa: E402

@@ -22,16 +22,11 @@ from pydantic import ValidationError
 
 from blocks.bentoml_serving import BentoMLServing
 from flows.deploy_model import deploy_model
-from tasks.bentoml_serving import (
-    endpoint_id,
-    process_alive,
-    serving_status,
-    start_bento_server,
-    stop_bento_server,
-    stop_serving,
-)
+from tasks.bentoml_serving import start_bento_server, stop_bento_server
 from tasks.exceptions import ServingError
+from tasks.serving_endpoint import endpoint_id, serving_status, stop_serving
 from tasks.serving_processes import ENDPOINT_ENV, group_members, marked_processes
+from tasks.system import process_alive
 
 pytest.register_assert_rewrite("serving_fixtures")
 from serving_fixtures import serving_block_for, wait_for  # noqa: E402

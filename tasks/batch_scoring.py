@@ -1,6 +1,6 @@
 """Batch scoring: score a dataset with a registered version, like the online service does.
 
-Moved out of ``tasks/bentoml_serving.py`` (which re-exports it) to keep modules small.
+It needs no BentoML: the prediction code is the one the online service runs, loaded from the MLflow model.
 """
 
 from __future__ import annotations
