@@ -23,7 +23,8 @@ from flows.tuning import TrialRunner, run_trials, tune_trials
 from tasks import lineage as L
 from tasks.exceptions import TrainingConfigError
 from tasks.sample_data import make_customer_frame
-from tasks.sklearn_training import TrainingSpec, split_dataset
+from tasks.sklearn_spec import TaskInfo
+from tasks.sklearn_training import SplitFiles, TrainingSpec, select_best_trial, split_dataset
 
 SPEC = TrainingSpec(search_space={"C": [0.01, 0.1, 1.0, 10.0]})  # 4 trials
 
@@ -51,10 +52,6 @@ def _finished_on_dask(cluster) -> dict[str, int]:
             if prefix.state_counts.get("memory", 0)}
 
 
-def _models() -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in (state_dir() / "cache" / "models").glob("*.joblib")}
-
-
 def _trial_metrics(client: MlflowClient, run_id: str) -> dict[str, dict[str, float]]:
     runs = client.search_runs([client.get_run(run_id).info.experiment_id],
                               filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
@@ -75,48 +72,47 @@ async def _task_runs(flow_run_id: str) -> list:
 
 
 def test_dask_trials_equal_thread_trials_and_only_tuning_runs_on_dask(
-        dask_cluster, tiny_data: Path, mlflow_block_name: str, mlflow_server) -> None:
-    common = {"data_file": str(tiny_data), "dataset_path": "data/dask-trials.parquet", "training": SPEC,
-              "mlflow_block": mlflow_block_name}
-    before = _models()
-    local_state = continuous_training(model_name="trials-threads", trial_runner="threads", return_state=True, **common)
-    local = local_state.result()
-    fitted = {p: t for p, t in _models().items() if p not in before}
-    assert len(fitted) == 4, f"the thread pool should have fitted 4 trials, wrote {sorted(fitted)}"
-    for path in fitted:  # the same data and seed give the same cache keys: remove them so Dask really fits
-        path.unlink()
-    assert _finished_on_dask(dask_cluster) == {}
+        dask_cluster, tiny_data: Path, mlflow_block_name: str, mlflow_server, tmp_path: Path) -> None:
+    import joblib
+    import pandas as pd
+    from prefect.utilities.asyncutils import run_coro_as_sync
 
-    dask_state = continuous_training(model_name="trials-dask", trial_runner="dask",
-                                     dask_address=dask_cluster.scheduler_address, return_state=True, **common)
-    remote = dask_state.result()
-
-    # Same best trial and metrics as the thread pool, trial by trial.
-    client = MlflowClient(tracking_uri=mlflow_server.url)
-    assert remote.metrics == local.metrics and remote.metrics
-    params = [json.loads(client.get_model_version(name, s.model_version).tags[L.TAG_PARAMS])
-              for name, s in (("trials-threads", local), ("trials-dask", remote))]
-    assert params[0] == params[1] and "C" in params[0]
-    assert _trial_metrics(client, remote.run_id) == _trial_metrics(client, local.run_id)
-    assert len(_trial_metrics(client, remote.run_id)) == 4
-    assert set(_models()) >= set(fitted), "the Dask workers wrote the trial models to the shared folder"
+    state = continuous_training(data_file=str(tiny_data), model_name="trials-dask",
+                                dataset_path="data/dask-trials.parquet", training=SPEC, mlflow_block=mlflow_block_name,
+                                trial_runner="dask", dask_address=dask_cluster.scheduler_address, return_state=True)
+    summary = state.result()
+    assert summary.model_version and summary.metrics
 
     # Only the 4 trials reached the cluster; everything else ran in the parent flow, on its own runner.
     finished = _finished_on_dask(dask_cluster)
     assert sum(finished.values()) == 4 and all("trial" in name for name in finished), finished
     assert isinstance(continuous_training.task_runner, ThreadPoolTaskRunner)
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    parent_id = str(dask_state.state_details.flow_run_id)
-    children, parent_tasks = run_coro_as_sync(_runs_of(parent_id))
+    children, parent_tasks = run_coro_as_sync(_runs_of(str(state.state_details.flow_run_id)))
     tuning = [c for c in children if c.name == "tune-trials-dask"]
     assert len(tuning) == 1, [c.name for c in children]
     trial_tasks = run_coro_as_sync(_task_runs(str(tuning[0].id)))
     assert sorted(t.name for t in trial_tasks) == [f"train-trial-{i}" for i in range(4)]
-    assert all(t.state.name == "Completed" for t in trial_tasks)
+    assert all(t.state.name == "Completed" for t in trial_tasks), [t.state.name for t in trial_tasks]
     parent_names = {t.name.rsplit("-", 1)[0] for t in parent_tasks}
     assert {"split-dataset", "log-trial-run", "evaluate-model"} <= parent_names
     assert not any(name.startswith("train-trial") for name in parent_names)
+
+    # The same trials on the thread pool (same split, spec and seed, as the subflow was called) give the
+    # same metrics trial by trial, the same best parameters, and a best model that predicts the same.
+    given = tuning[0].parameters
+    split, spec, task = SplitFiles(**given["split"]), TrainingSpec(**given["spec"]), TaskInfo(**given["task"])
+    local = tune_trials.with_options(task_runner=ThreadPoolTaskRunner())(split, "churned", spec,
+                                                                         str(tmp_path / "threads"), task)
+    assert sum(_finished_on_dask(dask_cluster).values()) == 4, "the thread pool run must not use the cluster"
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    on_dask = _trial_metrics(client, summary.run_id)
+    assert on_dask == {f"trial-{t.trial}": {f"valid_{k}": v for k, v in t.metrics.items()} for t in local}
+    best = select_best_trial.fn(local, spec.metric(task.task_type))
+    registered = client.get_model_version("trials-dask", summary.model_version).tags
+    assert json.loads(registered[L.TAG_PARAMS]) == best.params
+    dask_model = state_dir() / "cache" / "models" / Path(best.model_path).name
+    test = pd.read_parquet(split.test)[split.features]
+    assert (joblib.load(dask_model).predict_proba(test) == joblib.load(best.model_path).predict_proba(test)).all()
 
 
 def test_resume_on_dask_refits_only_the_missing_models(dask_cluster, tiny_data: Path, tmp_path: Path) -> None:
