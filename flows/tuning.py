@@ -112,7 +112,7 @@ class TrialRunner(BaseModel):
         # One thread per worker process: a scikit-learn fit holds the GIL for much of its time.
         return DaskTaskRunner(cluster_kwargs={"n_workers": self.dask_workers or os.cpu_count() or 1,
                                               "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
+                                              "dashboard_address": ":0"})
 
 
 @flow(name="tune-trials", log_prints=True)

@@ -34,7 +34,8 @@ def dask_cluster(request: pytest.FixtureRequest):
     """A LocalCluster of 2 worker processes (one thread each), closed by a finalizer."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           preload=["tasks.sklearn_training"])  # imports paid while the workers start
     request.addfinalizer(cluster.close)
     return cluster
 
