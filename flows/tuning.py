@@ -100,6 +100,12 @@ class TrialRunner(BaseModel):
             return ThreadPoolTaskRunner()
         if self.kind == "sequential":
             return ThreadPoolTaskRunner(max_workers=1)
+        from prefect.settings import get_current_settings
+
+        if not get_current_settings().api.url:  # else each worker process would start its own ephemeral API
+            raise TrainingConfigError("trial_runner='dask' needs a Prefect server that the Dask workers can "
+                                      "reach: set PREFECT_API_URL (e.g. start `prefect server start`), or use "
+                                      "trial_runner='threads'.")
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError as exc:  # pragma: no cover - a dependency of this package

@@ -154,3 +154,8 @@ def test_bad_trial_runner_settings_fail_before_any_work() -> None:
     with pytest.raises(TrainingConfigError, match=r"trial_runner is one of \['threads', 'sequential', 'dask'\]"):
         TrialRunner.of("ray")
     assert isinstance(TrialRunner.of("sequential").task_runner(), ThreadPoolTaskRunner)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # the ephemeral API: workers could not report
+        with pytest.raises(TrainingConfigError, match="PREFECT_API_URL"):
+            TrialRunner.of("dask", dask_workers=2).task_runner()
