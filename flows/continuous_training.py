@@ -29,6 +29,7 @@ from flows.common import (
 )
 from flows.training_data import known_time_column, prepare_training_data
 from flows.training_stages import evaluate_registered, gate_and_promote, quietly, tune_and_register
+from flows.tuning import TrialRunner, TrialRunnerKind
 from tasks import lineage as L
 from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5
 from tasks.mlflow_locks import acquire_model_lock, release_model_lock
@@ -97,6 +98,9 @@ def continuous_training(
     feedback_since: str | None = None,
     log_dir: str | None = None,
     serving_block: str | None = None,
+    trial_runner: TrialRunnerKind = "threads",
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
 ) -> TrainingSummary:
     """Version the data, validate it, tune and evaluate, gate against the champion, register, promote.
 
@@ -124,6 +128,13 @@ def continuous_training(
             event passes the start of the window that drifted).
         log_dir: Inference log root for ``feedback_hours`` (None: the serving block's, else the default).
         serving_block: Name of the saved ``BentoMLServing`` block whose inference log feeds back.
+        trial_runner: Task runner of the tuning stage only (the ``tune-trials`` subflow): ``threads``
+            (a thread pool, the default), ``sequential`` or ``dask`` (``prefect-dask``). Every other
+            stage stays on this flow's task runner.
+        dask_address: With ``dask``, the scheduler of a running cluster (``tcp://host:8786``); its
+            workers need this machine's state folder at the same path (a shared file system).
+        dask_workers: With ``dask`` and no address, worker processes of the temporary
+            ``LocalCluster`` started for the stage (None: one per core).
 
     Returns:
         A :class:`TrainingSummary` (data rev, run id, model version, verdict and reasons).
@@ -131,13 +142,14 @@ def continuous_training(
     Raises:
         DataValidationError: The data broke its contract; nothing was trained or promoted.
         TrackingServerError: MLflow is unreachable; nothing was registered.
-        TrainingConfigError: The estimator or its parameters are invalid.
+        TrainingConfigError: The estimator or its parameters, or the trial runner, are invalid.
 
     Examples:
         >>> from flows.continuous_training import continuous_training
         >>> summary = continuous_training()  # doctest: +SKIP
         >>> print(summary.render())  # doctest: +SKIP
         >>> continuous_training(data_file="new_batch.parquet", mlflow_block="prod-mlflow")  # doctest: +SKIP
+        >>> continuous_training(trial_runner="dask", dask_address="tcp://10.0.0.5:8786")  # doctest: +SKIP
     """
     logger = get_run_logger()
     spec = training or TrainingSpec()
@@ -145,6 +157,7 @@ def continuous_training(
     policy, contract = load_policy(policy_block), load_contract(contract_block)
     home = state_dir()
     expand_trials(spec)  # bad estimator paths and parameters fail here, before any work
+    runner = TrialRunner.of(trial_runner, dask_address, dask_workers)  # likewise a bad trial runner
     experiment_id = check_tracking_server(mlflow_server)
     capture = L.capture_lineage(trigger)
 
@@ -197,7 +210,7 @@ def continuous_training(
             registered, evaluation = tune_and_register(
                 mlflow_server, experiment_id, run_id, model_name, concrete, task, rules, split, local_file,
                 dataset_path, target, {**lineage, L.TAG_TRAINING_KEY: key}, str(home / "cache" / "models"),
-                str(home / "cache" / "plots" / run_id))
+                str(home / "cache" / "plots" / run_id), runner)
         else:
             registered, evaluation = existing, evaluate_registered(mlflow_server, existing, split, target, task, rules)
         lock = acquire_model_lock(mlflow_server, model_name, lineage[L.TAG_FLOW_RUN_ID])

@@ -1,6 +1,7 @@
 """The stages of ``continuous-training`` after the data stage: tune and register, then gate and promote.
 
-``tune_and_register`` fits the trials (only those whose model file is missing), evaluates the best
+``tune_and_register`` fits the trials in the ``tune-trials`` subflow (``flows/tuning.py``: its own task
+runner; only trials whose model file is missing are refit), evaluates the best
 one, logs it and registers it as a *pending* version (no alias yet). ``gate_and_promote`` runs under
 the model's registry lock: it re-reads the champion (failing closed on registry errors), scores it on
 the challenger's test set, applies the gate and moves the aliases, recording the promotion state
@@ -17,6 +18,7 @@ from prefect import get_run_logger, unmapped
 from blocks.mlflow_server import MlflowServer
 from blocks.promotion_policy import ResolvedPolicy
 from flows.common import model_cache_dir
+from flows.tuning import TrialRunner, run_trials
 from tasks import lineage as L
 from tasks.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
 from tasks.mlflow_locks import ModelLock
@@ -38,7 +40,7 @@ from tasks.mlflow_tracking import log_dataset_input, log_evaluation, log_sklearn
 from tasks.model_evaluation import Evaluation, evaluate_champion, evaluate_model
 from tasks.promotion_gate import GateVerdict, gate_challenger
 from tasks.sklearn_spec import TaskInfo, TrainingSpec
-from tasks.sklearn_training import SplitFiles, expand_trials, select_best_trial, submit_trials
+from tasks.sklearn_training import SplitFiles, select_best_trial
 
 
 def scoring_options(rules: ResolvedPolicy, task: TaskInfo) -> dict[str, Any]:
@@ -59,12 +61,13 @@ def quietly(step: Any, *args: Any) -> None:
 def tune_and_register(mlflow_server: MlflowServer, experiment_id: str, run_id: str, model_name: str,
                       spec: TrainingSpec, task: TaskInfo, rules: ResolvedPolicy, split: SplitFiles, local_file: str,
                       dataset_path: str, target: str, lineage: dict[str, str], model_dir: str,
-                      plot_dir: str) -> tuple[ModelVersionInfo, Evaluation]:
-    """Tune (parallel trials), evaluate the best trial, log it and register it as a ``pending`` version."""
+                      plot_dir: str, runner: TrialRunner | None = None) -> tuple[ModelVersionInfo, Evaluation]:
+    """Tune (the ``tune-trials`` subflow on ``runner``), evaluate the best trial, log it, register it ``pending``."""
     source = f"{lineage[L.TAG_DATA_REPO]}/{dataset_path}@{lineage[L.TAG_DATA_REV]}"
     log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
-    # One task per trial; only trials whose model file is missing are refit (resume after a crash).
-    results = [f.result() for f in submit_trials(split, target, spec, expand_trials(spec), model_dir, task)]
+    # One task per trial in the tune-trials subflow, on its own task runner (threads, sequential or Dask);
+    # only trials whose model file is missing are refit (resume after a crash). The rest stays on this flow's.
+    results = run_trials(split, target, spec, model_dir, task, runner or TrialRunner())
     log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, spec.estimator).result()
     best = select_best_trial(results, spec.metric(task.task_type))
     evaluation = evaluate_model(best.model_path, split.test, target, task.task_type, split.features,

@@ -1,7 +1,8 @@
 """scikit-learn training: resolve the task, split, run parallel trials, pick the best.
 
-Trials are Prefect tasks (:func:`submit_trials`) run by the flow's task runner (threads by
-default, a Dask cluster with ``prefect-dask``). Their results are cached on the data hash,
+Trials are Prefect tasks (:func:`submit_trials`) run by the calling flow's task runner: in
+``continuous-training`` that is the ``tune-trials`` subflow's (``flows/tuning.py``: threads by default,
+or a Dask cluster with ``prefect-dask``). Their results are cached on the data hash,
 estimator, parameters and feature roles, so a retried pipeline skips trials it already ran,
 and refits only those whose model file is missing.
 """
