@@ -1,9 +1,11 @@
 """The ``continuous-training`` flow: data -> task -> tune -> evaluate -> gate -> register -> promote.
 
-Stages: the data stage (``flows/training_data.py``: validate the incoming data, then version it with
-DVC), resolving the task (type, labels, metric defaults), the reuse check (same data and settings:
-same version; a version whose promotion was interrupted is gated again), tuning and registration,
-and the gate and the alias moves under the model's registry lock (``flows/training_stages.py``).
+Stages, each called once: the incoming data and the task (``flows/training_run.py``), the data
+stage (``flows/training_data.py``: validate the incoming data, then version it with DVC), the
+reuse check (same data and settings: same version; a version whose promotion was interrupted is
+gated again), the MLflow parent run (a context manager that closes it FINISHED or FAILED), tuning
+(the ``tune-trials`` subflow on its own task runner, ``flows/tuning.py``) and registration
+(``flows/training_stages.py``), and the gate and the alias moves under the model's registry lock.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from blocks.settings import state_dir
@@ -21,25 +22,21 @@ from flows.common import (
     DEFAULT_DATASET_PATH,
     DEFAULT_MODEL_NAME,
     contract_file,
-    inference_log_dir,
     load_contract,
     load_dvc,
     load_mlflow,
     load_policy,
 )
-from flows.training_data import known_time_column, prepare_training_data
-from flows.training_stages import evaluate_registered, gate_and_promote, quietly, tune_and_register
+from flows.training_data import prepare_training_data
+from flows.training_run import gate_under_lock, incoming_data, pipeline_run, resolve_task
+from flows.training_stages import evaluate_registered, tune_and_register
 from flows.tuning import TrialRunner, TrialRunnerKind
 from tasks import lineage as L
-from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5
-from tasks.mlflow_locks import acquire_model_lock, release_model_lock
 from tasks.mlflow_recovery import close_interrupted_runs
 from tasks.mlflow_registry import CHAMPION, PENDING, find_version_by_tag, get_alias_version, promotion_state
-from tasks.mlflow_tracking import check_tracking_server, finish_pipeline_run, run_url, start_pipeline_run
-from tasks.monitoring_data import build_feedback_dataset, window_bounds
+from tasks.mlflow_tracking import check_tracking_server, run_url
 from tasks.prefect_artifacts import publish_report
-from tasks.sample_data import generate_sample_batch
-from tasks.sklearn_training import TrainingSpec, expand_trials, resolve_training_task, split_dataset, split_files_exist
+from tasks.sklearn_training import TrainingSpec, expand_trials, split_dataset, split_files_exist
 
 
 class TrainingSummary(BaseModel):
@@ -151,7 +148,6 @@ def continuous_training(
         >>> continuous_training(data_file="new_batch.parquet", mlflow_block="prod-mlflow")  # doctest: +SKIP
         >>> continuous_training(trial_runner="dask", dask_address="tcp://10.0.0.5:8786")  # doctest: +SKIP
     """
-    logger = get_run_logger()
     spec = training or TrainingSpec()
     mlflow_server, data_repo = load_mlflow(mlflow_block), load_dvc(dvc_block)
     policy, contract = load_policy(policy_block), load_contract(contract_block)
@@ -161,85 +157,46 @@ def continuous_training(
     experiment_id = check_tracking_server(mlflow_server)
     capture = L.capture_lineage(trigger)
 
-    # Data: a sample the very first time, or the labelled traffic; validated, then versioned.
-    init_data_repo(data_repo)
-    if data_file is None and read_dvc_md5(data_repo.repo_path, dataset_path) is None:
-        kind = "regression" if spec.task_type == "regression" else "classification"
-        data_file = generate_sample_batch(str(home / "incoming" / "sample-day0.parquet"), task_type=kind)
-    if data_file is None and (feedback_hours or feedback_since):
-        current = pull_dataset(data_repo, dataset_path, "HEAD", str(home / "cache" / "data"))
-        since = feedback_since or window_bounds(feedback_hours or 24.0)[0]
-        data_file = build_feedback_dataset(current, inference_log_dir(log_dir, serving_block), model_name, since,
-                                           target, str(home / "incoming" / f"{model_name}-feedback.parquet"),
-                                           time_column=known_time_column(contract, str(contract_file(model_name)))
-                                           ).path
+    # Data: validated, then versioned. Task: type, labels and metric defaults, before any trial.
+    data_file = incoming_data(data_repo, data_file, dataset_path, model_name, target, spec, contract, home,
+                              feedback_hours, feedback_since, log_dir, serving_block)
     data = prepare_training_data(data_repo, data_file, dataset_path, model_name, target, contract,
                                  str(contract_file(model_name)), home, task_type=spec.task_type)
-    version, local_file = data.version, data.local_file
-
-    # Task: type, labels and the metric defaults, settled before any trial (a policy naming a metric the
-    # task cannot produce is refused here).
-    task = resolve_training_task(local_file, target, spec, policy)
-    rules, concrete = policy.resolved(task.task_type), spec.resolved(task.task_type, data.contract.time_column)
-    lineage = {**capture, L.TAG_DATA_REV: version.rev, L.TAG_DATA_MD5: version.md5, L.TAG_DATA_PATH: dataset_path,
-               L.TAG_DATA_REPO: data_repo.repo_url or data_repo.repo_path, L.TAG_DATA_REMOTE: data_repo.remote_url,
-               L.TAG_ESTIMATOR: concrete.estimator or "", L.TAG_TARGET: target, **task.tags()}
+    task = resolve_task(data, data_repo, dataset_path, target, spec, policy, capture)
 
     # Reuse: identical data and settings give the same version; an interrupted promotion is gated again.
-    key = training_key(version.md5, spec, target, policy.model_dump_json())
-    close_interrupted_runs(mlflow_server, experiment_id, model_name, lineage[L.TAG_FLOW_RUN_ID])
+    key = training_key(data.version.md5, spec, target, policy.model_dump_json())
+    close_interrupted_runs(mlflow_server, experiment_id, model_name, task.lineage[L.TAG_FLOW_RUN_ID])
     existing = find_version_by_tag(mlflow_server, model_name, L.TAG_TRAINING_KEY, key)
     if existing is not None and promotion_state(existing) != PENDING:
-        logger.info("Version %s was already trained on this data with these settings; reusing it", existing.version)
-        return _reused(mlflow_server, experiment_id, model_name, existing, version, task.task_type)
-    if existing is None:
-        run_id = start_pipeline_run(mlflow_server, experiment_id, f"{model_name}-{flow_run.name or 'ad-hoc'}",
-                                    {**lineage, L.TAG_TRAINING_KEY: key, L.TAG_MODEL_NAME: model_name},
-                                    {"estimator": concrete.estimator, "target": target, **(concrete.params or {}),
-                                     "search_space": json.dumps(concrete.search_space), "split": concrete.split,
-                                     "task_type": task.task_type})
-    else:
-        logger.warning("Version %s was registered but its promotion never finished; gating it again",
-                       existing.version)
-        run_id = existing.run_id or ""
-    try:
+        get_run_logger().info("Version %s was already trained on this data with these settings; reusing it",
+                              existing.version)
+        return _reused(mlflow_server, experiment_id, model_name, existing, data.version, task.info.task_type)
+
+    with pipeline_run(mlflow_server, experiment_id, model_name, task, key, target, existing) as run:
         split_dir = str(home / "cache" / "splits")
-        split = split_dataset.with_options(refresh_cache=not split_files_exist(local_file, concrete, split_dir))(
-            local_file, target, concrete, split_dir, data.contract.feature_roles(), task.task_type)
-        if existing is None:  # tune, evaluate, log, register as "pending"
+        split = split_dataset.with_options(refresh_cache=not split_files_exist(data.local_file, task.spec, split_dir))(
+            data.local_file, target, task.spec, split_dir, data.contract.feature_roles(), task.info.task_type)
+        if existing is None:  # tune (its own task runner), evaluate, log, register as "pending"
             registered, evaluation = tune_and_register(
-                mlflow_server, experiment_id, run_id, model_name, concrete, task, rules, split, local_file,
-                dataset_path, target, {**lineage, L.TAG_TRAINING_KEY: key}, str(home / "cache" / "models"),
-                str(home / "cache" / "plots" / run_id), runner)
+                mlflow_server, experiment_id, run.run_id, model_name, task.spec, task.info, task.rules, split,
+                data.local_file, dataset_path, target, {**task.lineage, L.TAG_TRAINING_KEY: key},
+                str(home / "cache" / "models"), str(home / "cache" / "plots" / run.run_id), runner)
         else:
-            registered, evaluation = existing, evaluate_registered(mlflow_server, existing, split, target, task, rules)
-        lock = acquire_model_lock(mlflow_server, model_name, lineage[L.TAG_FLOW_RUN_ID])
-        try:  # gate and promote: one training at a time per model
-            champion, champion_eval, verdict, aliases = gate_and_promote(
-                mlflow_server, model_name, registered, evaluation, split, target, task, rules, lock,
-                lineage[L.TAG_FLOW_RUN_ID], version.rev, run_id, resumed=existing is not None)
-        except BaseException:
-            quietly(release_model_lock, mlflow_server, lock)  # else stale: broken once this flow run has ended
-            raise
-        release_model_lock(mlflow_server, lock)
-        if existing is None:
-            finish_pipeline_run(mlflow_server, run_id, "FINISHED", {
-                L.TAG_GATE_VERDICT: verdict.label, L.TAG_GATE_REASONS: json.dumps(verdict.stated_reasons),
-                L.TAG_GATE_CHAMPION: verdict.champion_version or "none", "mlops.model_version": registered.version,
-                **verdict.tags()})
-    except BaseException:
-        if existing is None:  # if MLflow is down this fails too; the next run closes it (close_interrupted_runs)
-            quietly(finish_pipeline_run, mlflow_server, run_id, "FAILED")
-        raise
+            registered, evaluation = existing, evaluate_registered(mlflow_server, existing, split, target,
+                                                                   task.info, task.rules)
+        champion, champion_eval, verdict, aliases = gate_under_lock(
+            mlflow_server, model_name, registered, evaluation, split, target, task, data.version.rev, run,
+            resumed=existing is not None)
 
     summary = TrainingSummary(
-        model_name=model_name, data_rev=version.rev, data_md5=version.md5, run_id=run_id,
-        run_url=run_url(mlflow_server, experiment_id, run_id), model_version=registered.version,
+        model_name=model_name, data_rev=data.version.rev, data_md5=data.version.md5, run_id=run.run_id,
+        run_url=run_url(mlflow_server, experiment_id, run.run_id), model_version=registered.version,
         promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.stated_reasons,
         champion_before=champion.version if champion else None,
         champion_after=registered.version if verdict.promote else (champion.version if champion else None),
         metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {},
-        reused=existing is not None, task_type=task.task_type)
+        reused=existing is not None, task_type=task.info.task_type)
     _publish(summary)
     return summary
 
