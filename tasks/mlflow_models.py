@@ -181,8 +181,10 @@ def register_logged_model(mlflow_server: MlflowServer, client: Any, name: str, m
                                               description=description,
                                               tags={**{k: str(v)[:5000] for k, v in tags.items()},
                                                     TAG_MODEL_ID: model_id})
+    # What mlflow.register_model records, so the UI lists the versions on the model's page. The mlflow server
+    # adds it itself (version as a number) when given model_id; the in-process SQL store does not.
     listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
-    entry = {"name": name, "version": str(version.version)}
-    if entry not in listed:  # what mlflow.register_model records: the UI lists the versions on the model's page
+    if not any(e.get("name") == name and str(e.get("version")) == str(version.version) for e in listed):
+        entry = {"name": name, "version": str(version.version)}
         client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*listed, entry])})
     return version
