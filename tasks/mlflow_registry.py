@@ -409,7 +409,7 @@ def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInf
         return str(target)
     partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex[:8]}")
     partial.mkdir(parents=True, exist_ok=True)
-    what = f"Downloading model {version.name!r} version {version.version} from {version.source}"
+    what = f"Downloading model {version.name!r} version {version.version} (run {version.run_id}) from {version.source}"
     try:
         uri = version.source
         if logged_model_id(uri):  # models:/<model_id>: the registry knows where the LoggedModel's files are
