@@ -52,7 +52,7 @@ def plain(data_file: str, spec: st.TrainingSpec, model_name: str) -> None:
     champion = mlflow_registry.get_alias_version.fn(mlflow_server, model_name)
     mlflow_registry.find_version_by_tag.fn(mlflow_server, model_name, lineage.TAG_TRAINING_KEY, key)
     run_id = mlflow_tracking.start_pipeline_run.fn(mlflow_server, experiment_id, "plain", tags, spec.params or {})
-    mlflow_tracking.log_dataset_input.fn(mlflow_server, run_id, local, "src", "data", "churned")
+    digest = mlflow_tracking.log_dataset_input.fn(mlflow_server, run_id, local, "src", "data", "churned")
     split = st.split_dataset.fn(local, "churned", spec, str(home / "cache" / "splits"))
     trials = st.expand_trials(spec)
     results = [st.train_trial.fn(split, "churned", spec, p, i, str(home / "cache" / "models"))
@@ -64,8 +64,10 @@ def plain(data_file: str, spec: st.TrainingSpec, model_name: str) -> None:
                                                     split.features, [], None, "roc_auc", 30,
                                                     str(home / "cache" / "plots"))
     verdict = promotion_gate.gate_challenger.fn(evaluation, None, policy, None)
-    mlflow_tracking.log_evaluation.fn(mlflow_server, run_id, evaluation)
-    uri = mlflow_tracking.log_sklearn_model.fn(mlflow_server, run_id, best.model_path, split.test, split.features)
+    uri = mlflow_tracking.log_sklearn_model.fn(mlflow_server, run_id, best.model_path, split.test, split.features,
+                                               params=best.params)
+    mlflow_tracking.log_evaluation.fn(mlflow_server, run_id, evaluation, model_id=uri, dataset_name="data",
+                                      dataset_digest=digest)
     version_info = mlflow_registry.register_model_version.fn(mlflow_server, model_name, uri, run_id, tags)
     mlflow_registry.set_model_alias.fn(mlflow_server, model_name, "challenger", version_info.version, "bench")
     if verdict.promote and champion is None:

@@ -64,7 +64,7 @@ def tune_and_register(mlflow_server: MlflowServer, experiment_id: str, run_id: s
                       plot_dir: str, runner: TrialRunner | None = None) -> tuple[ModelVersionInfo, Evaluation]:
     """Tune (the ``tune-trials`` subflow on ``runner``), evaluate the best trial, log it, register it ``pending``."""
     source = f"{lineage[L.TAG_DATA_REPO]}/{dataset_path}@{lineage[L.TAG_DATA_REV]}"
-    log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
+    digest = log_dataset_input(mlflow_server, run_id, local_file, source, dataset_path, target)
     # One task per trial in the tune-trials subflow, on its own task runner (threads, sequential or Dask);
     # only trials whose model file is missing are refit (resume after a crash). The rest stays on this flow's.
     results = run_trials(split, target, spec, model_dir, task, runner or TrialRunner())
@@ -72,8 +72,11 @@ def tune_and_register(mlflow_server: MlflowServer, experiment_id: str, run_id: s
     best = select_best_trial(results, spec.metric(task.task_type))
     evaluation = evaluate_model(best.model_path, split.test, target, task.task_type, split.features,
                                 plot_dir=plot_dir, **scoring_options(rules, task))
-    log_evaluation(mlflow_server, run_id, evaluation)
-    model_uri = log_sklearn_model(mlflow_server, run_id, best.model_path, split.test, split.features)
+    # The LoggedModel first, so that its test metrics are linked to it and to the training dataset.
+    model_uri = log_sklearn_model(mlflow_server, run_id, best.model_path, split.test, split.features,
+                                  params=best.params)
+    log_evaluation(mlflow_server, run_id, evaluation, model_id=model_uri, dataset_name=dataset_path,
+                   dataset_digest=digest)
     tags = {**lineage, TAG_PROMOTION_STATE: PENDING,
             L.TAG_PARAMS: json.dumps(best.params, sort_keys=True, default=str),
             L.TAG_FEATURES: json.dumps(split.features), L.TAG_TIME_COLUMN: split.time_column or "",

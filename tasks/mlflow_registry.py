@@ -11,6 +11,11 @@ Promotion progress is explicit on each version: tag ``mlops.promotion.state`` is
 ``pending`` (registered, not yet gated against the champion under the lock), ``done``
 (promoted: the champion alias was moved) or ``rejected``. A run that dies in between
 leaves ``pending``, which the next run with the same training key completes.
+
+A version registered from an MLflow 3 LoggedModel (source ``models:/<model_id>``, from
+tasks/mlflow_models.py) carries the tag ``mlops.model_id`` and is listed in the LoggedModel's
+``mlflow.modelVersions`` tag, so the UI links both ways; registering the same LoggedModel
+again returns its existing version. Older versions whose source is a run artifact URI work as before.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from blocks.mlflow_server import MlflowServer
 from tasks.exceptions import RegistryError
 from tasks.logs import run_logger
 from tasks.mlflow_locks import ModelLock, acquire, release
+from tasks.mlflow_models import TAG_MODEL_ID, logged_model_id, register_logged_model
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -50,6 +56,7 @@ class ModelVersionInfo(BaseModel):
     tags: dict[str, str]
     aliases: list[str]
     created_at: str
+    model_id: str | None = None
 
 
 class AliasMove(BaseModel):
@@ -70,9 +77,12 @@ class AliasMove(BaseModel):
 def version_info(mv: Any) -> ModelVersionInfo:
     """Return the small serialisable view of an MLflow ``ModelVersion``."""
     created = dt.datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, tz=dt.UTC).isoformat()
+    tags = dict(mv.tags or {})
+    # MLflow's SQL registry does not store a version's model_id: read it from the source or our tag.
+    model_id = getattr(mv, "model_id", None) or logged_model_id(mv.source) or tags.get(TAG_MODEL_ID)
     return ModelVersionInfo(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
-                            tags=dict(mv.tags or {}), aliases=list(getattr(mv, "aliases", []) or []),
-                            created_at=created)
+                            tags=tags, aliases=list(getattr(mv, "aliases", []) or []), created_at=created,
+                            model_id=model_id)
 
 
 def _not_found(exc: Exception) -> bool:
@@ -178,12 +188,15 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
                            tags: dict[str, str], description: str | None = None) -> ModelVersionInfo:
     """Register a logged model as a new version, with its lineage tags.
 
-    Not retried: a retry after a half-finished call could create a duplicate version.
+    For a LoggedModel (``source`` ``models:/<model_id>``) the version points at it and the call is
+    idempotent: a version of ``name`` already registered from that LoggedModel is returned instead of
+    a second one. Not retried for other sources: a retry after a half-finished call could create a
+    duplicate version.
 
     Args:
         mlflow_server: The MLflow block.
         name: Registered model name (created if missing).
-        source: Artifact URI of the logged model.
+        source: ``models:/<model_id>`` of a LoggedModel, or the artifact URI of a model logged to a run.
         run_id: The run that produced it.
         tags: Lineage tags for the version.
         description: Version description.
@@ -210,12 +223,16 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
             if not _not_found(exc):
                 raise
             client.create_registered_model(name, description="Registered by prefect-mlops continuous training.")
-        version = client.create_model_version(name, source, run_id=run_id,
-                                              tags={k: str(v)[:5000] for k, v in tags.items()},
-                                              description=description)
+        model_id = logged_model_id(source)
+        if model_id is None:
+            version = client.create_model_version(name, source, run_id=run_id,
+                                                  tags={k: str(v)[:5000] for k, v in tags.items()},
+                                                  description=description)
+        else:
+            version = register_logged_model(mlflow_server, client, name, model_id, run_id, tags, description)
     except MlflowException as exc:
         raise RegistryError(f"Registering run {run_id} as a version of {name!r} failed: {exc}") from exc
-    run_logger().info("Registered %s version %s from run %s", name, version.version, run_id)
+    run_logger().info("Registered %s version %s from run %s (%s)", name, version.version, run_id, source)
     return version_info(version)
 
 
@@ -392,9 +409,12 @@ def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInf
         return str(target)
     partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex[:8]}")
     partial.mkdir(parents=True, exist_ok=True)
-    what = f"Downloading model {version.name!r} version {version.version} from {version.source}"
+    what = f"Downloading model {version.name!r} version {version.version} (run {version.run_id}) from {version.source}"
     try:
-        repo = mlflow_server.artifact_repository(version.source)
+        uri = version.source
+        if logged_model_id(uri):  # models:/<model_id>: the registry knows where the LoggedModel's files are
+            uri = mlflow_server.get_client().get_model_version_download_uri(version.name, version.version)
+        repo = mlflow_server.artifact_repository(uri)
         with mlflow_server.scope():
             repo.download_artifacts("", dst_path=str(partial))
     except Exception as exc:

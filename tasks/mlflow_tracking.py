@@ -1,14 +1,13 @@
 """MLflow tracking through an ``MlflowClient``, never the process-global fluent state.
 
 One parent run per pipeline run, one nested run per trial, the dataset as a run input,
-the model with signature, input example and explicit pip requirements.
+the model as an MLflow 3 LoggedModel (signature, input example, explicit pip requirements),
+with the test metrics linked to it and to the training dataset. The model logging lives in
+tasks/mlflow_models.py; ``log_sklearn_model`` and ``pinned_requirements`` stay importable from here.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from blocks.mlflow_server import MlflowServer
 from tasks.exceptions import TrackingServerError
 from tasks.logs import run_logger
-from tasks.model_evaluation import Evaluation, load_model
+from tasks.mlflow_models import log_sklearn_model, logged_model_id, pinned_requirements  # noqa: F401
+from tasks.model_evaluation import Evaluation
 from tasks.sklearn_training import TrialResult
 
 #: ``<parent run id>/<trial index>``: one nested run per trial, also across retries.
@@ -193,14 +193,22 @@ def log_dataset_input(mlflow_server: MlflowServer, run_id: str, dataset_file: st
 
 
 @task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluation, prefix: str = "test_") -> None:
+def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluation, prefix: str = "test_",
+                   model_id: str | None = None, dataset_name: str | None = None,
+                   dataset_digest: str | None = None) -> None:
     """Log test metrics, per-slice metrics, fairness figures and plots to a run.
+
+    With ``model_id`` the metrics are also linked to that LoggedModel, and with ``dataset_name``
+    and ``dataset_digest`` to that dataset input of the run (MLflow 3 shows both on the model's page).
 
     Args:
         mlflow_server: The MLflow block.
         run_id: The run.
         evaluation: The evaluation.
         prefix: Prefix of the metric names.
+        model_id: LoggedModel the metrics describe (``models:/<model_id>`` also accepted).
+        dataset_name: Name of the run's dataset input the model was trained and evaluated on.
+        dataset_digest: Its digest (as returned by :func:`log_dataset_input`).
 
     Examples:
         >>> from prefect import flow
@@ -214,83 +222,22 @@ def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluat
     # A retry must not append a second point: metrics already on the run are skipped (step 0, one point each).
     present = set(client.get_run(run_id).data.metrics)
     now = int(time.time() * 1000)
-    metrics = [Metric(f"{prefix}{k}", v, now, 0) for k, v in evaluation.metrics.items()]
+    link = {"model_id": logged_model_id(model_id) or model_id, "dataset_name": dataset_name,
+            "dataset_digest": dataset_digest}
+    metrics = [Metric(f"{prefix}{k}", v, now, 0, **link) for k, v in evaluation.metrics.items()]
     for column, table in evaluation.slice_metrics.items():
         for value, row in table.items():
-            metrics += [Metric(f"slice.{column}.{value}.{k}", v, now, 0) for k, v in row.items()]
-        metrics.append(Metric(f"slice_gap.{column}", evaluation.slice_gaps.get(column, 0.0), now, 0))
+            metrics += [Metric(f"slice.{column}.{value}.{k}", v, now, 0, **link) for k, v in row.items()]
+        metrics.append(Metric(f"slice_gap.{column}", evaluation.slice_gaps.get(column, 0.0), now, 0, **link))
     for key in ("disparity", "demographic_parity_difference", "equal_opportunity_difference"):
         if key in evaluation.fairness:
-            metrics.append(Metric(f"fairness.{key}", float(evaluation.fairness[key]), now, 0))
+            metrics.append(Metric(f"fairness.{key}", float(evaluation.fairness[key]), now, 0, **link))
     metrics = [m for m in metrics if m.key not in present]
     for start in range(0, len(metrics), 900):
         client.log_batch(run_id, metrics=metrics[start:start + 900])
     client.log_dict(run_id, evaluation.model_dump(mode="json"), "evaluation/evaluation.json")
     for plot in evaluation.plots:
         client.log_artifact(run_id, plot, "plots")
-
-
-def pinned_requirements() -> list[str]:
-    """Return explicit pip requirements of an sklearn model (skips ~5 s of inference)."""
-    from importlib import metadata
-
-    return [f"{pkg}=={metadata.version(pkg)}"
-            for pkg in ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops", "cloudpickle")]
-
-
-@task(name="log-sklearn-model", cache_policy=NO_CACHE)
-def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str, sample_file: str,
-                      features: list[str], artifact_path: str = "model") -> str:
-    """Save the fitted pipeline as an MLflow model and log it to the run.
-
-    With signature (from a sample of the data), input example, explicit pip requirements
-    and the skops trusted types of the fitted objects (tree models need them).
-
-    Args:
-        mlflow_server: The MLflow block.
-        run_id: The run.
-        model_path: The fitted pipeline (joblib).
-        sample_file: Data to take the signature and input example from.
-        features: Feature columns.
-        artifact_path: Artifact folder of the model in the run.
-
-    Returns:
-        The model's artifact URI (the registry version source).
-
-    Examples:
-        >>> from prefect import flow
-        >>> @flow
-        ... def track(run_id: str, model: str, test: str) -> str:
-        ...     return log_sklearn_model(MlflowServer.embedded(), run_id, model, test, ["tenure_months"])
-    """
-    import mlflow.sklearn
-    import skops.io
-    from mlflow.models import infer_signature
-
-    from tasks.sample_data import read_frame
-
-    model = load_model(model_path)
-    sample = read_frame(sample_file)[features].head(200)
-    with warnings.catch_warnings():  # the hint on integer columns; the serving schema handles them
-        warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(sample, model.predict(sample))
-    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version" noise in uv venvs
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    client = mlflow_server.get_client()
-    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-        local = Path(tmp) / artifact_path
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            mlflow.sklearn.save_model(model, str(local), signature=signature, input_example=sample.head(3),
-                                      pip_requirements=pinned_requirements(), skops_trusted_types=trusted,
-                                      metadata={"features": json.dumps(features)})
-        try:
-            client.log_artifacts(run_id, str(local), artifact_path)
-        except Exception as exc:
-            raise _wrap("log model artifacts", mlflow_server, exc) from exc
-    uri = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
-    run_logger().info("Logged model of run %s at %s", run_id, uri)
-    return uri
 
 
 @task(name="finish-pipeline-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

@@ -62,9 +62,11 @@ def test_mlflow_dropped_while_the_champion_downloads_fails_the_run_and_promotes_
         shutil.rmtree(model_cache_dir(block), ignore_errors=True)  # the champion must be fetched again
 
         dropped = threading.Event()
+        # The champion's files are its LoggedModel's (models/<model_id>/artifacts), not its run's.
+        files = MlflowClient(tracking_uri=proxy.url).get_model_version("ct-fault-dl", "1").source.split("/")[-1]
 
         def drop_mlflow(method: str, path: str) -> None:  # SIGKILL the real server at the champion's first file
-            if method == "GET" and "mlflow-artifacts" in path and first.run_id in path and not dropped.is_set():
+            if method == "GET" and "mlflow-artifacts" in path and files in path and not dropped.is_set():
                 dropped.set()
                 _kill_group(server.process)
 
