@@ -34,6 +34,7 @@ from tasks.mlflow_registry import (
     tag_model_version,
 )
 from tasks.prefect_artifacts import publish_report
+from tasks.prefect_assets import bento_asset, model_asset, record_materialization
 from tasks.serving_checks import smoke_test_server, verify_live_endpoint
 from tasks.serving_endpoint import BackendInfo, get_serving_status, stop_serving
 
@@ -211,6 +212,10 @@ def deploy_model(
     emit_model_event(MODEL_DEPLOYED, model_name, {"version": target.version, "url": switch.url, "bento": bento.tag,
                                                   "previous_version": switch.previous.model_version
                                                   if switch.previous else None})
+    record_materialization(bento_asset(serving.endpoint_url(), bento.tag.split(":")[0]), bento.tag.split(":")[0],
+                           "bentoml", {"bento": bento.tag, "version": target.version, "url": switch.url},
+                           upstream=[model_asset(mlflow_server.registry_uri or mlflow_server.tracking_uri, model_name)],
+                           url=switch.url)
     summary = DeploymentSummary(
         model_name=model_name, model_version=target.version, status="deployed", url=switch.url, bento=bento.tag,
         previous_version=switch.previous.model_version if switch.previous else None,

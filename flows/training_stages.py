@@ -38,6 +38,7 @@ from tasks.mlflow_registry import (
 )
 from tasks.mlflow_tracking import log_dataset_input, log_evaluation, log_sklearn_model, log_trial_run
 from tasks.model_evaluation import Evaluation, evaluate_champion, evaluate_model
+from tasks.prefect_assets import data_asset, model_asset, record_materialization
 from tasks.promotion_gate import GateVerdict, gate_challenger
 from tasks.sklearn_spec import TaskInfo, TrainingSpec
 from tasks.sklearn_training import SplitFiles, select_best_trial
@@ -82,7 +83,12 @@ def tune_and_register(mlflow_server: MlflowServer, experiment_id: str, run_id: s
             L.TAG_FEATURES: json.dumps(split.features), L.TAG_TIME_COLUMN: split.time_column or "",
             L.TAG_COLUMN_ROLES: json.dumps(split.column_roles or split.roles),
             L.TAG_TEST_METRICS: json.dumps(evaluation.metrics, sort_keys=True)}
-    return register_model_version(mlflow_server, model_name, model_uri, run_id, tags), evaluation
+    registered = register_model_version(mlflow_server, model_name, model_uri, run_id, tags)
+    record_materialization(model_asset(mlflow_server.registry_uri or mlflow_server.tracking_uri, model_name),
+                           model_name, "mlflow", {"version": registered.version, "run_id": run_id,
+                                                  "model_id": registered.model_id},
+                           upstream=[data_asset(lineage[L.TAG_DATA_REPO], dataset_path)], url=mlflow_server.ui_url())
+    return registered, evaluation
 
 
 def evaluate_registered(mlflow_server: MlflowServer, version: ModelVersionInfo, split: SplitFiles, target: str,

@@ -83,7 +83,9 @@ def test_prefect_deploy_all_accepts_prefect_yaml(prefect_server: str) -> None:
 def test_interval_schedule_creates_runs_that_complete(prefect_server: str, tmp_path: Path) -> None:
     env = {**_env(prefect_server), "PREFECT_MLOPS_HOME": str(tmp_path / "state")}
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    serve = subprocess.Popen([*CLI, "serve", "--only", "watch", "--watch-every", "3", "--param",
+    # One run at a time (--limit 1): on a loaded machine a watch run can outlast the interval, and
+    # unlimited, the runner starts every due run at once, which only loads the machine more.
+    serve = subprocess.Popen([*CLI, "serve", "--only", "watch", "--watch-every", "5", "--limit", "1", "--param",
                               "model_name=schedule-test"], env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True, cwd=PROJECT_ROOT)
     holder: dict[str, uuid.UUID] = {}
@@ -112,7 +114,7 @@ def test_interval_schedule_creates_runs_that_complete(prefect_server: str, tmp_p
     finally:
         os.killpg(serve.pid, 15)
         serve.wait(timeout=60)
-        if "id" in holder:  # else its 3-second schedule keeps adding runs to the session's server
+        if "id" in holder:  # else its 5-second schedule keeps adding runs to the session's server
 
             async def delete() -> None:
                 async with get_client() as client:

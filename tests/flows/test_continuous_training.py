@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
+from servers import wait_until
 from tests_support import closed_port
 
 from blocks.dvc_repository import DvcRepository
@@ -186,3 +187,28 @@ def test_ad_hoc_call_with_embedded_defaults(tmp_path: Path, monkeypatch: pytest.
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'state' / 'mlflow' / 'mlflow.db'}")
     assert str(client.get_model_version_by_alias("churn-classifier", "champion").version) == "1"
     assert (tmp_path / "state" / "dvc" / "dvc-remote").is_dir()
+
+
+def test_the_run_materializes_the_dataset_then_the_model_as_prefect_assets(trained, mlflow_server,
+                                                                           prefect_server: str) -> None:
+    import httpx
+
+    from tasks.prefect_assets import data_asset, model_asset
+
+    repo = DvcRepository.embedded()
+    data_key = data_asset(repo.repo_url or repo.repo_path, "data/ct-main.parquet")
+    model_key = model_asset(mlflow_server.url, "ct-main")
+
+    def materialized(key: str) -> list[dict]:
+        body = {"filter": {"event": {"name": ["prefect.asset.materialization.succeeded"]},
+                           "resource": {"id": [key]}}, "limit": 20}
+        response = httpx.post(f"{prefect_server}/events/filter", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()["events"]
+
+    wait_until(lambda: bool(materialized(model_key)) and bool(materialized(data_key)), 60, "the asset events")
+    [model_event] = [e for e in materialized(model_key) if e["payload"].get("run_id") == trained.run_id]
+    assert model_event["payload"]["version"] == trained.model_version
+    assert {r["prefect.resource.id"]: r["prefect.resource.role"] for r in model_event["related"]}[data_key] == "asset"
+    assert any(e["payload"].get("rev") == trained.data_rev and e["payload"].get("md5") == trained.data_md5
+               for e in materialized(data_key))
