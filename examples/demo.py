@@ -163,9 +163,10 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
     if runner is not None:
         # The story's runner serves only the two event-triggered deployments (a schedule firing mid-story
         # would change it); what is left running serves every deployment, so each can be run from the UI.
-        os.killpg(runner.pid, 15)
-        runner.wait(timeout=60)
         from deployments.definitions import definitions, wait_for_triggers
+        from tasks.system import stop_started
+
+        stop_started(runner, 60)  # SIGTERM, then SIGKILL: a runner waits for its runs on SIGTERM
 
         runner = start_runner(home, f"{prefect_server.url}/api", None)
         served = [f"{d.flow_name}/{d.name}" for d in definitions()]

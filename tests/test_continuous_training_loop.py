@@ -32,6 +32,7 @@ from tasks.inference_log import attach_ground_truth
 from tasks.sample_data import make_customer_frame
 from tasks.serving_endpoint import serving_status, stop_serving
 from tasks.sklearn_training import TrainingSpec
+from tasks.system import stop_started
 
 MODEL = "loop-model"
 
@@ -131,6 +132,5 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
     finally:
         if background is not None:
             background.stop()
-        os.killpg(runner.pid, 15)
-        runner.wait(timeout=60)
+        stop_started(runner, 30)  # SIGTERM, then SIGKILL of the runner and its flow-run processes
         stop_serving(serving)
