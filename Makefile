@@ -10,7 +10,7 @@ export UV_COMPILE_BYTECODE := 1
 export UV_SYSTEM_CERTS ?= 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench bench-quick install clean
 
 $(UV_DIR)/bin/uv:
 	$(PYTHON) -m venv $(UV_DIR)
@@ -32,8 +32,12 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Every benchmark, figures beside their same-run baselines, into benchmarks/RESULTS.md (not part of `make test`).
 bench: install
-	$(VENV)/bin/python benchmarks/bench_training.py
+	$(VENV)/bin/python benchmarks/run_all.py
+
+bench-quick: install
+	$(VENV)/bin/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf .mlops
