@@ -12,13 +12,8 @@ from pydantic import BaseModel
 from blocks.bentoml_serving import BentoMLServing
 from blocks.mlflow_server import MlflowServer
 from flows.common import DEFAULT_MODEL_NAME, load_mlflow, model_cache_dir
-from tasks.bentoml_packaging import (
-    BentoInfo,
-    BrokenModelArtifactError,
-    build_bento,
-    resolve_model_version,
-    write_container_recipe,
-)
+from tasks.bentoml_container import write_container_recipe
+from tasks.bentoml_packaging import BentoInfo, BrokenModelArtifactError, build_bento, resolve_model_version
 from tasks.bentoml_serving import ensure_front, start_bento_server, stop_bento_server, switch_live_backend
 from tasks.bentoml_supervisor import ensure_supervisor, heal_serving_endpoint
 from tasks.events import DEPLOYMENT_FAILED, MODEL_DEPLOYED, emit_model_event

@@ -1,4 +1,4 @@
-"""BentoML packaging: a registry version -> a bento in the BentoML store -> its container recipe.
+"""BentoML packaging: a registry version -> a bento in the BentoML store (its container recipe: ``bentoml_container``).
 
 ``bentoml`` runs in subprocesses with ``BENTOML_HOME`` set from the :class:`BentoMLServing`
 block, so no task touches ``os.environ`` and the Prefect worker never imports BentoML.
@@ -68,15 +68,6 @@ class BrokenModelArtifactError(PackagingError):
     The version itself is broken, not the infrastructure: the deployment moves ``champion`` back
     to the version that serves and records this reason on the broken version.
     """
-
-
-class ContainerRecipe(BaseModel):
-    """Where a bento's Dockerfile is, and the image if one could be built here."""
-
-    bento_tag: str
-    dockerfile: str
-    image: str | None
-    message: str
 
 
 def parse_model_uri(model: str) -> tuple[str, str | None, str | None]:
@@ -275,7 +266,8 @@ print(json.dumps({"tag": str(bento.tag), "path": bento.path}))
 """
 
 
-def _run_bentoml(serving: BentoMLServing, args: list[str], what: str, timeout_s: float = 600) -> str:
+def run_bentoml(serving: BentoMLServing, args: list[str], what: str, timeout_s: float = 600) -> str:
+    """Run a ``bentoml`` command in a subprocess with the block's ``BENTOML_HOME``; raise ``PackagingError``."""
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s,
                               env=serving.subprocess_env(), cwd=str(serving.home()))
@@ -372,7 +364,7 @@ def build_bento(serving: BentoMLServing, version: ModelVersionInfo, model_dir: s
             "metadata": {"registry_source": version.source, "features": json.dumps(features)},
             "bentofile": str(ctx / "bentofile.yaml"), "build_ctx": str(ctx), "version": bento_version}
     home.mkdir(parents=True, exist_ok=True)
-    out = _run_bentoml(serving, [sys.executable, "-c", _BUILD_SCRIPT, json.dumps(spec)],
+    out = run_bentoml(serving, [sys.executable, "-c", _BUILD_SCRIPT, json.dumps(spec)],
                        f"Building the bento of {version.name} v{version.version}")
     result = json.loads(out.strip().splitlines()[-1])
     seconds = time.perf_counter() - started
@@ -381,68 +373,3 @@ def build_bento(serving: BentoMLServing, version: ModelVersionInfo, model_dir: s
                      model_version=str(version.version), run_id=version.run_id, data_rev=labels["data_rev"] or None,
                      path=result["path"], labels=labels, features=features, input_example=example, built=True,
                      seconds=seconds, **serving_cfg)
-
-
-_CONTAINERFILE_SCRIPT = r"""
-import sys
-import bentoml
-bentoml.container.get_containerfile(sys.argv[1], output_path=sys.argv[2])
-"""
-
-
-def docker_available() -> bool:
-    """Return whether a Docker engine answers here (``docker info``)."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
-    try:
-        return subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@task(name="write-container-recipe", cache_policy=NO_CACHE)
-def write_container_recipe(serving: BentoMLServing, bento: BentoInfo, containerize: bool = True) -> ContainerRecipe:
-    """Write the bento's Dockerfile (``bentoml.container.get_containerfile``), and build the image where Docker runs.
-
-    Without a Docker engine the Dockerfile is still written, so the image can be built
-    elsewhere (``docker build`` from the bento folder, or ``bentoml containerize``); the result
-    says so instead of failing.
-
-    Args:
-        serving: The BentoML serving block.
-        bento: The bento.
-        containerize: Run ``bentoml containerize`` when a Docker engine answers.
-
-    Returns:
-        The Dockerfile path, the image tag (or None) and a message for the person reading.
-
-    Raises:
-        PackagingError: If BentoML cannot produce the Dockerfile or the image build fails.
-
-    Examples:
-        >>> from prefect import flow
-        >>> @flow
-        ... def recipe(b: BentoInfo) -> str:
-        ...     return write_container_recipe(BentoMLServing.embedded(), b).dockerfile
-    """
-    logger = run_logger()
-    out_dir = serving.home() / "containerfiles" / bento.tag.replace(":", "-")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dockerfile = out_dir / "Dockerfile"
-    if not (dockerfile.is_file() and dockerfile.stat().st_size > 0):  # a bento's tag names its content: reuse
-        _run_bentoml(serving, [sys.executable, "-c", _CONTAINERFILE_SCRIPT, bento.tag, str(dockerfile)],
-                     f"Writing the Dockerfile of bento {bento.tag}")
-    image = None
-    if containerize and docker_available():
-        _run_bentoml(serving, [sys.executable, "-m", "bentoml", "containerize", bento.tag, "-t", bento.tag],
-                     f"bentoml containerize {bento.tag}", timeout_s=3600)
-        image = bento.tag
-        message = f"Built image {image} with `bentoml containerize`."
-    else:
-        message = (f"No Docker engine here: the image was not built. Build it where Docker runs with "
-                   f"`BENTOML_HOME={serving.home()} bentoml containerize {bento.tag}`, or `docker build -f "
-                   f"{dockerfile} {bento.path}`.")
-    # The Dockerfile stays a file (~90 lines): the deploy summary artifact names its path.
-    logger.info("Dockerfile of %s at %s. %s", bento.tag, dockerfile, message)
-    return ContainerRecipe(bento_tag=bento.tag, dockerfile=str(dockerfile), image=image, message=message)

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.bentoml_packaging import build_bento, parse_model_uri, resolve_model_version, write_container_recipe
+from tasks.bentoml_container import write_container_recipe
+from tasks.bentoml_packaging import build_bento, parse_model_uri, resolve_model_version
 from tasks.bentoml_serving import ensure_front, start_bento_server, stop_bento_server
 from tasks.exceptions import PackagingError, RegistryError, ServingError
 from tasks.inference_log import read_inference_log
