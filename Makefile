@@ -28,6 +28,8 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
+	# The docstring Examples that can run, as doctests (their own session: the suite's fixtures are not theirs).
+	$(VENV)/bin/python -m pytest --doctest-modules blocks tasks flows deployments
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -96,8 +96,11 @@ def test_a_champion_download_failure_fails_the_run_and_promotes_nothing(
                                 dataset_path="data/mx-infra.parquet", mlflow_block=mlflow_block_name)
     assert first.promoted
     # The artifact store loses the champion's files (a real storage fault on the server's side).
-    run_dirs = [p for p in (session_home / "mlflow-server" / "artifacts").rglob(first.run_id) if p.is_dir()]
-    assert run_dirs
+    # The model's files live under its LoggedModel (models:/<model_id>), the rest under the run.
+    model_id = client.get_model_version("mx-infra", first.model_version).source.removeprefix("models:/")
+    artifacts = session_home / "mlflow-server" / "artifacts"
+    run_dirs = [p for name in (first.run_id, model_id) for p in artifacts.rglob(name) if p.is_dir()]
+    assert any(model_id in str(p) for p in run_dirs), run_dirs
     for folder in run_dirs:
         shutil.rmtree(folder)
     shutil.rmtree(Path(model_cache_dir(MlflowServer.load(mlflow_block_name))) / "mx-infra-v1", ignore_errors=True)
