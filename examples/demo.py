@@ -110,6 +110,7 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
     # run loggers keep INFO and send it to the Prefect server (the runner inherits this too).
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the timeline stays readable
     from deployments.processes import TELEMETRY_OFF
 
     for name, value in TELEMETRY_OFF.items():  # this process and every one it starts: no telemetry

@@ -177,8 +177,9 @@ def register_logged_model(mlflow_server: MlflowServer, client: Any, name: str, m
             # block's store: give it the LoggedModel's artifact location (the same files); the version's
             # mlops.model_id tag and the LoggedModel's mlflow.modelVersions tag keep the link.
             source = client.get_logged_model(model_id).artifact_location
+        # await_creation_for=0: both registries answer READY at once; waiting only logs "Waiting up to 300 s".
         version = client.create_model_version(name, source, run_id=run_id, model_id=model_id,
-                                              description=description,
+                                              description=description, await_creation_for=0,
                                               tags={**{k: str(v)[:5000] for k, v in tags.items()},
                                                     TAG_MODEL_ID: model_id})
     # What mlflow.register_model records, so the UI lists the versions on the model's page. The mlflow server
