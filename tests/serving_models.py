@@ -125,7 +125,7 @@ def version_of(name: str, model_dir: str) -> Any:
 
 def bento_with_config(block: Any, version: Any, model_dir: str, extra: dict[str, Any]) -> Any:
     """Build a bento whose ``mlops_bento.json`` also carries ``extra`` (the keys packaging will write)."""
-    from tasks.bentoml_packaging import _run_bentoml, bentoml_name, build_bento
+    from tasks.bentoml_packaging import bentoml_name, build_bento, run_bentoml
 
     bento = build_bento.fn(block, version, model_dir)
     if not extra:
@@ -142,7 +142,7 @@ def bento_with_config(block: Any, version: Any, model_dir: str, extra: dict[str,
     if not (path / "bento.yaml").is_file():
         script = ("import sys, bentoml\n"
                   "bentoml.bentos.build_bentofile(sys.argv[1], build_ctx=sys.argv[2], version=sys.argv[3])\n")
-        _run_bentoml(block, [sys.executable, "-c", script, str(ctx / "bentofile.yaml"), str(ctx), version_tag],
+        run_bentoml(block, [sys.executable, "-c", script, str(ctx / "bentofile.yaml"), str(ctx), version_tag],
                      f"Rebuilding {bento.tag} with {sorted(extra)}")
     return bento.model_copy(update={"tag": config["bento_tag"], "path": str(path)})
 
