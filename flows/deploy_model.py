@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -174,8 +174,18 @@ def deploy_model(
         print(summary.render())
         return summary
     recipe = write_container_recipe(serving, bento, containerize)
-    ensure_front(serving)
+    switch, backend = _swap_in(mlflow_server, serving, target, alias, before, bento)
+    return _record_deployed(mlflow_server, serving, target, bento, switch, backend, recipe)
 
+
+def _swap_in(mlflow_server: MlflowServer, serving: BentoMLServing, target: ModelVersionInfo, alias: str | None,
+             before: dict, bento: BentoInfo) -> tuple[Any, BackendInfo]:
+    """Start the bento on a private port, smoke-test it, repoint the stable URL, verify, stop what it replaced.
+
+    Any failure leaves the previous backend serving (or nothing, if nothing served) and raises the
+    recorded :class:`ServingError` from :func:`_fail`.
+    """
+    ensure_front(serving)
     backend: BackendInfo | None = None
     try:
         backend = start_bento_server(serving, bento)
@@ -199,9 +209,15 @@ def deploy_model(
             from exc
     if switch.previous is not None and switch.previous.pid != backend.pid:
         stop_bento_server(serving, switch.previous)
+    return switch, backend
+
+
+def _record_deployed(mlflow_server: MlflowServer, serving: BentoMLServing, target: ModelVersionInfo,
+                     bento: BentoInfo, switch: Any, backend: BackendInfo, recipe: Any) -> DeploymentSummary:
+    """Record a deployment that serves: version tags, event, asset, summary artifact."""
+    model_name = target.name
     supervisor = ensure_supervisor(serving)
     watch = f"pid {supervisor['pid']} restarts a dead front or backend" if supervisor else "off"
-
     tag_model_version(mlflow_server, model_name, target.version,
                       {TAG_DEPLOYED_AT: switch.since, TAG_DEPLOYED_URL: switch.url, TAG_DEPLOYED_BENTO: bento.tag})
     emit_model_event(MODEL_DEPLOYED, model_name, {"version": target.version, "url": switch.url, "bento": bento.tag,

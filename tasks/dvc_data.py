@@ -14,11 +14,8 @@ names only data its remote has, and ``dvc status -c`` stays clean. File-system f
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -27,17 +24,22 @@ from pydantic import BaseModel
 
 from blocks.dvc_repository import DvcRepository
 from tasks.datasets import SUFFIXES, detect_format, fs_advice, os_fault, place_dataset, storage_error
+from tasks.dvc_repo import (
+    discard_unfinished,
+    git,
+    init_data_repo,
+    read_dvc_md5,
+    repo_lock,
+    restore_paths,
+    tracked_in_head,
+)
 from tasks.exceptions import DataVersioningError, DvcRemoteError
-from tasks.locks import file_lock
 from tasks.logs import run_logger
 from tasks.system import atomic_path
 
-_GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "prefect-mlops",
-    "GIT_AUTHOR_EMAIL": "prefect-mlops@localhost",
-    "GIT_COMMITTER_NAME": "prefect-mlops",
-    "GIT_COMMITTER_EMAIL": "prefect-mlops@localhost",
-}
+# The repository-level tasks, importable from here as before.
+__all__ = ["DataChange", "DatasetVersion", "check_data_changed", "get_dataset_version", "init_data_repo",
+           "pull_dataset", "read_dvc_md5", "version_dataset"]
 
 
 class DatasetVersion(BaseModel):
@@ -59,142 +61,6 @@ class DataChange(BaseModel):
     rev: str
     md5: str
     reference_md5: str | None
-
-
-def _git(repo_path: str | Path, *args: str) -> str:
-    env = {**_GIT_IDENTITY, **os.environ}
-    result = subprocess.run(["git", *args], cwd=repo_path, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        output = result.stderr.strip() or result.stdout.strip()
-        raise DataVersioningError(f"git {' '.join(args)} failed in data repo {repo_path}: {output}{fs_advice(output)}")
-    return result.stdout.strip()
-
-
-@contextlib.contextmanager
-def _repo_lock(repo_path: str | Path) -> Iterator[None]:
-    """Serialise writers of one data repo (concurrent flows on one machine)."""
-    lock = Path(repo_path).parent / f".{Path(repo_path).name}.lock"
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(file_lock(lock))
-        except OSError as exc:
-            raise storage_error(exc, lock, "lock the data repo") from exc
-        yield
-
-
-def read_dvc_md5(repo_path: str | Path, dataset_path: str, rev: str = "HEAD") -> str | None:
-    """Return the content hash recorded for ``dataset_path`` at ``rev``, or None if untracked.
-
-    Args:
-        repo_path: Data repository working copy.
-        dataset_path: Dataset path inside the repository.
-        rev: Git revision.
-
-    Returns:
-        The md5 from the ``.dvc`` file at that revision.
-    """
-    result = subprocess.run(
-        ["git", "show", f"{rev}:{dataset_path}.dvc"], cwd=repo_path, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        return None
-    outs = (yaml.safe_load(result.stdout) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
-
-
-def _init_locked(data_repo: DvcRepository, path: Path) -> None:
-    """Create or clone the repo, ``dvc init`` it and set its remote (under the repo lock)."""
-    from dvc.repo import Repo
-
-    logger = run_logger()
-    if not (path / ".git").exists():
-        if data_repo.repo_url:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _git(path.parent, "clone", data_repo.repo_url, str(path))
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            _git(path, "init", "-q", "-b", data_repo.git_branch)
-    if not (path / ".dvc").exists():
-        logging.getLogger("dvc").setLevel(logging.WARNING)  # "You can now commit the changes to git."
-        Repo.init(str(path))
-        logger.info("Initialised DVC in %s", path)
-    repo = data_repo.get_repo()
-    try:
-        with repo.config.edit() as conf:
-            conf["remote"][data_repo.remote_name] = {"url": data_repo.remote_url}
-            conf["core"]["remote"] = data_repo.remote_name
-            conf["core"]["autostage"] = True
-    finally:
-        repo.close()
-    if data_repo.remote_url.split("://")[0] not in {"s3", "gs", "azure", "ssh", "http", "https", "hdfs"}:
-        Path(data_repo.remote_url).mkdir(parents=True, exist_ok=True)
-    _git(path, "add", ".dvc", ".dvcignore")
-    if _git(path, "status", "--porcelain", "--", ".dvc", ".dvcignore"):
-        _git(path, "commit", "-q", "-m", "Configure DVC remote")
-
-
-@task(name="init-data-repo", retries=1, retry_delay_seconds=2)
-def init_data_repo(data_repo: DvcRepository) -> str:
-    """Create (or clone) the data repository and configure its DVC remote; idempotent.
-
-    Args:
-        data_repo: Where the repository and its remote live.
-
-    Returns:
-        The repository path.
-
-    Examples:
-        >>> from prefect import flow
-        >>> @flow
-        ... def setup() -> str:
-        ...     return init_data_repo(DvcRepository.embedded())
-    """
-    path = Path(data_repo.repo_path)
-    with _repo_lock(path):
-        try:
-            _init_locked(data_repo, path)
-        except OSError as exc:
-            raise storage_error(exc, exc.filename or path, f"initialise the data repo {path}") from exc
-        except DataVersioningError:
-            raise
-        except Exception as exc:  # DVC wraps file-system faults in its own errors
-            fault = os_fault(exc)
-            if fault is None:
-                raise DataVersioningError(f"Cannot initialise the data repo {path}: {exc}") from exc
-            raise storage_error(fault, fault.filename or path, f"initialise the data repo {path}") from exc
-    return str(path)
-
-
-def _tracked_in_head(repo_path: Path, path: str) -> bool:
-    return subprocess.run(["git", "cat-file", "-e", f"HEAD:{path}"], cwd=repo_path, capture_output=True).returncode == 0
-
-
-def _restore(repo_path: Path, paths: list[str]) -> None:
-    """Put ``.dvc`` / ``.gitignore`` paths (and their data files) back as HEAD has them: unstaged, unchanged."""
-    with contextlib.suppress(DataVersioningError):
-        _git(repo_path, "reset", "-q", "--", *paths)
-    for path in paths:
-        if _tracked_in_head(repo_path, path):
-            with contextlib.suppress(DataVersioningError):
-                _git(repo_path, "checkout", "-q", "--", path)
-        else:
-            with contextlib.suppress(OSError):
-                (repo_path / path).unlink(missing_ok=True)
-                if path.endswith(".dvc"):  # the data file of a version that never got committed
-                    data = repo_path / path[: -len(".dvc")]
-                    if data.is_file():
-                        data.unlink()
-
-
-def _discard_unfinished(repo_path: Path) -> list[str]:
-    """Undo ``.dvc`` / ``.gitignore`` changes left by a failed or killed run (never committed, maybe not pushed)."""
-    changed = _git(repo_path, "diff", "--name-only", "HEAD").splitlines()  # staged or not, against HEAD
-    changed += _git(repo_path, "ls-files", "--others", "--exclude-standard").splitlines()
-    left = sorted({p for p in changed if p.endswith((".dvc", ".gitignore")) and not p.startswith(".dvc/")})
-    if left:
-        _restore(repo_path, left)
-        run_logger().warning("Discarded uncommitted changes of a failed earlier run in %s: %s", repo_path, left)
-    return left
 
 
 def _checkout_head_data(data_repo: DvcRepository, target: Path) -> None:
@@ -251,15 +117,15 @@ def version_dataset(data_repo: DvcRepository, source_path: str, dataset_path: st
     repo_path = Path(data_repo.repo_path)
     target = repo_path / dataset_path
     paths = [f"{dataset_path}.dvc", str(Path(dataset_path).parent / ".gitignore")]
-    with _repo_lock(repo_path):
-        _discard_unfinished(repo_path)
+    with repo_lock(repo_path):
+        discard_unfinished(repo_path)
         if source.resolve() != target.resolve():
             place_dataset(source, target, f"copy {source} into the data repo")
         try:
             md5, new_commit, rev = _add_push_commit(data_repo, target, dataset_path, paths, message)
         except BaseException:
-            _restore(repo_path, paths)
-            if _tracked_in_head(repo_path, paths[0]):
+            restore_paths(repo_path, paths)
+            if tracked_in_head(repo_path, paths[0]):
                 _checkout_head_data(data_repo, target)
             raise
     size = target.stat().st_size
@@ -299,11 +165,11 @@ def _add_push_commit(data_repo: DvcRepository, target: Path, dataset_path: str, 
         raise DataVersioningError(f"dvc add of {dataset_path} in {repo_path} failed: {exc}{advice}") from exc
     finally:
         repo.close()
-    _git(repo_path, "add", "--", *paths)
-    new_commit = bool(_git(repo_path, "status", "--porcelain", "--", *paths))
+    git(repo_path, "add", "--", *paths)
+    new_commit = bool(git(repo_path, "status", "--porcelain", "--", *paths))
     if new_commit:
-        _git(repo_path, "commit", "-q", "-m", message or f"Version {dataset_path} (md5 {md5})", "--", *paths)
-    return md5, new_commit, _git(repo_path, "rev-parse", "HEAD")
+        git(repo_path, "commit", "-q", "-m", message or f"Version {dataset_path} (md5 {md5})", "--", *paths)
+    return md5, new_commit, git(repo_path, "rev-parse", "HEAD")
 
 
 @task(name="get-dataset-version")
@@ -334,7 +200,7 @@ def get_dataset_version(data_repo: DvcRepository, dataset_path: str, rev: str = 
         raise DataVersioningError(f"{dataset_path} is not tracked by DVC at rev {rev} of {data_repo.repo_path}: "
                                   "pass data_file to version a dataset first.")
     return DatasetVersion(repo_path=data_repo.repo_path, dataset_path=dataset_path,
-                          rev=_git(data_repo.repo_path, "rev-parse", rev), md5=outs[0]["md5"],
+                          rev=git(data_repo.repo_path, "rev-parse", rev), md5=outs[0]["md5"],
                           size=int(outs[0].get("size") or 0), remote_url=data_repo.remote_url, new_commit=False)
 
 
@@ -415,5 +281,5 @@ def check_data_changed(data_repo: DvcRepository, dataset_path: str, reference_md
     md5 = read_dvc_md5(data_repo.repo_path, dataset_path, rev)
     if md5 is None:
         raise DataVersioningError(f"{dataset_path} is not tracked by DVC at rev {rev} of {data_repo.repo_path}.")
-    resolved = _git(data_repo.repo_path, "rev-parse", rev)
+    resolved = git(data_repo.repo_path, "rev-parse", rev)
     return DataChange(changed=md5 != reference_md5, rev=resolved, md5=md5, reference_md5=reference_md5)

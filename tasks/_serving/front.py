@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - only the front needs it
     httptools = None  # type: ignore[assignment]
 
 from .common import ADMIN_PREFIX, FRONT_TOKEN_ENV, TOKEN_HEADER, json_dumps
+from .upstream import UPSTREAM_TIMEOUT_S, Backend, UpstreamConnection
 
 logger = logging.getLogger("mlops.serving")
 
@@ -35,92 +36,8 @@ _HOP_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"t
                           b"upgrade", b"content-length", b"expect"})
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _IDLE_MAX_S = 2.0  # below uvicorn's 5 s keep-alive timeout: never reuse a connection the backend may be closing
-_UPSTREAM_TIMEOUT_S = 120.0
 _MAX_BODY = 64 * 1024 * 1024
 
-
-class _Backend:
-    __slots__ = ("url", "host", "port", "label", "since", "idle", "inflight", "requests", "retired")
-
-    def __init__(self, url: str, label: dict[str, Any] | None = None) -> None:
-        rest = url.split("://", 1)[-1].rstrip("/")
-        host, _, port = rest.rpartition(":")
-        self.url = url
-        self.host = host or "127.0.0.1"
-        self.port = int(port)
-        self.label = label or {}
-        self.since = time.time()
-        self.idle: list[_UpstreamConnection] = []
-        self.inflight = 0
-        self.requests = 0
-        self.retired = False
-
-    def close_idle(self) -> None:
-        while self.idle:
-            self.idle.pop().close()
-
-    def status(self) -> dict[str, Any]:
-        return {"url": self.url, "label": self.label, "since": self.since, "inflight": self.inflight,
-                "requests": self.requests, "retired": self.retired, "idle_connections": len(self.idle)}
-
-
-class _UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection from the front to a backend; one request at a time."""
-
-    def __init__(self) -> None:
-        self.transport: Any = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[Any] | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.alive = True
-        self.received = False
-        self.last_used = 0.0
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.received = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionError(f"bad response from the model server: {exc}"))
-            self.close()
-
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.body = []
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result((self.parser.get_status_code(), self.headers, b"".join(self.body),
-                               self.parser.should_keep_alive()))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.alive = False
-        self._fail(ConnectionError(f"the model server closed the connection ({exc or 'EOF'})"))
-
-    def _fail(self, exc: Exception) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    def timeout(self) -> None:
-        self._fail(TimeoutError(f"the model server did not answer within {_UPSTREAM_TIMEOUT_S:.0f}s"))
-        self.close()
-
-    def close(self) -> None:
-        self.alive = False
-        if self.transport is not None:
-            self.transport.close()
 
 
 class Front:
@@ -128,14 +45,14 @@ class Front:
 
     def __init__(self, token: str | None) -> None:
         self.token = token.encode() if token else None
-        self.backend: _Backend | None = None
-        self.retired: list[_Backend] = []
+        self.backend: Backend | None = None
+        self.retired: list[Backend] = []
         self.requests = 0
         self.errors = 0
         self.started = time.time()
         self.clients: set[_ClientConnection] = set()
 
-    async def _acquire(self, backend: _Backend) -> tuple[_UpstreamConnection, bool]:
+    async def _acquire(self, backend: Backend) -> tuple[UpstreamConnection, bool]:
         loop = asyncio.get_running_loop()
         now = loop.time()
         while backend.idle:
@@ -143,10 +60,10 @@ class Front:
             if conn.alive and now - conn.last_used < _IDLE_MAX_S:
                 return conn, True
             conn.close()
-        _, conn = await loop.create_connection(_UpstreamConnection, backend.host, backend.port)
+        _, conn = await loop.create_connection(UpstreamConnection, backend.host, backend.port)
         return conn, False
 
-    def _release(self, backend: _Backend, conn: _UpstreamConnection, keep_alive: bool) -> None:
+    def _release(self, backend: Backend, conn: UpstreamConnection, keep_alive: bool) -> None:
         if keep_alive and conn.alive and not backend.retired and len(backend.idle) < 512:
             conn.last_used = asyncio.get_running_loop().time()
             backend.idle.append(conn)
@@ -175,7 +92,7 @@ class Front:
                 conn.waiter = loop.create_future()
                 conn.received = False
                 conn.transport.write(data)
-                timer = loop.call_later(_UPSTREAM_TIMEOUT_S, conn.timeout)
+                timer = loop.call_later(UPSTREAM_TIMEOUT_S, conn.timeout)
                 try:
                     status, rheaders, rbody, keep_alive = await conn.waiter
                 except TimeoutError as exc:
@@ -215,7 +132,7 @@ class Front:
             if action == b"switch":
                 try:
                     request = json.loads(body or b"{}")
-                    self.backend = _Backend(str(request["backend"]), request.get("label"))
+                    self.backend = Backend(str(request["backend"]), request.get("label"))
                 except (ValueError, KeyError, TypeError) as exc:
                     return 400, [(b"content-type", b"application/json")], json_dumps(
                         {"error": f"switch needs a JSON body with 'backend' (http://host:port): {exc}"})
@@ -347,7 +264,7 @@ async def _serve_front(host: str, port: int, token: str | None, backend: str | N
     loop = asyncio.get_running_loop()
     front = Front(token)
     if backend:
-        front.backend = _Backend(backend)
+        front.backend = Backend(backend)
     server = await loop.create_server(lambda: _ClientConnection(front), host, port, reuse_address=True, backlog=2048)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,30 +26,17 @@ from .journal import (
     arrow_schema,
     compact_segment,
     journal_rows,
-    plain_values,
     recover_journals,
     store_rows,
     write_hours,
 )
-from .log_layout import JOURNAL_DIR, STATS_DIR, feature_column, model_dir_name, write_json_atomic
+from .log_layout import JOURNAL_DIR, STATS_DIR, model_dir_name, write_json_atomic
+from .log_table import Batch, batches_table
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 logger = logging.getLogger("mlops.inference_log")
-
-class _Batch:
-    __slots__ = ("frame", "ids", "timestamps", "predictions", "scores", "probabilities")
-
-    def __init__(self, frame: Any, ids: Sequence[str], timestamps: Sequence[float], predictions: Any,
-                 scores: Any, probabilities: Sequence[Any] | None = None) -> None:
-        self.frame = frame
-        self.ids = ids
-        self.timestamps = timestamps
-        self.predictions = predictions
-        self.scores = scores
-        self.probabilities = probabilities
-
 
 
 class InferenceLogWriter:
@@ -114,7 +101,7 @@ class InferenceLogWriter:
         self.files = 0
         self.last_error: str | None = None
         self._seq = itertools.count()
-        self._batches: list[_Batch] = []
+        self._batches: list[Batch] = []
         self._buffered = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -254,7 +241,7 @@ class InferenceLogWriter:
                 if self._buffered + n > self.max_buffered:
                     self.dropped += n
                     return
-                self._batches.append(_Batch(features, request_ids, timestamps, predictions, scores, probabilities))
+                self._batches.append(Batch(features, request_ids, timestamps, predictions, scores, probabilities))
                 self._buffered += n
                 full = self._buffered >= self.flush_records
             if full:
@@ -303,63 +290,10 @@ class InferenceLogWriter:
             self._write_stats()
             return written
 
-    def _features(self, batches: list[_Batch]) -> Any:
-        """One Arrow table of the batches' inputs: record lists in one pass, frames as they are."""
-        import pyarrow as pa
-
-        tables = []
-        run: list[dict[str, Any]] = []
-        for batch in batches:
-            if isinstance(batch.frame, list):
-                run.extend(batch.frame)
-                continue
-            if run:
-                tables.append(pa.Table.from_pylist(run, schema=self.schema))
-                run = []
-            table = pa.Table.from_pandas(batch.frame, preserve_index=False)
-            if self.schema is not None:
-                table = table.select([n for n in self.schema.names if n in table.column_names])
-                table = table.cast(pa.schema([self.schema.field(n) for n in table.column_names]), safe=False)
-            tables.append(table)
-        if run:
-            tables.append(pa.Table.from_pylist(run, schema=self.schema))
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-
-    def _table(self, batches: list[_Batch]) -> tuple[Any, Any]:
-        import numpy as np
-        import pyarrow as pa
-
-        features = self._features(batches)
-        n = features.num_rows
-        ids = list(itertools.chain.from_iterable(b.ids for b in batches))
-        seconds = np.fromiter(itertools.chain.from_iterable(b.timestamps for b in batches), dtype="float64", count=n)
-        preds = np.concatenate([np.asarray(b.predictions).reshape(-1) for b in batches])
-        if all(b.scores is None for b in batches):
-            scores = np.full(n, np.nan)
-        else:
-            scores = np.concatenate([np.full(len(b.ids), np.nan) if b.scores is None
-                                     else np.asarray(b.scores, dtype="float64").reshape(-1) for b in batches])
-        probas = list(itertools.chain.from_iterable(plain_values(b.probabilities, len(b.ids)) for b in batches))
-        micros = (seconds * 1e6).astype("int64")
-        columns: dict[str, Any] = {
-            "request_id": pa.array(ids, pa.string()),
-            "timestamp": pa.array(micros, pa.timestamp("us", tz="UTC")),
-            "model_name": pa.array([self.model_name] * n, pa.string()),
-            "model_version": pa.array([self.model_version] * n, pa.string()),
-            "source": pa.array([self.source] * n, pa.string()),
-        }
-        for name, col in zip(features.column_names, features.columns, strict=True):
-            columns[feature_column(name)] = col
-        columns["prediction"] = pa.array(preds.tolist() if preds.dtype == object else preds)
-        columns["score"] = pa.array(scores, pa.float64())
-        columns["probabilities"] = pa.array([None if q is None else json_dumps(q).decode() for q in probas],
-                                            pa.string())
-        return pa.table(columns), micros.tolist()
-
-    def _write(self, batches: list[_Batch]) -> int:
+    def _write(self, batches: list[Batch]) -> int:
         name = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{self.writer_id}-{next(self._seq):06d}"
         try:
-            table, micros = self._table(batches)
+            table, micros = batches_table(batches, self.schema, self.model_name, self.model_version, self.source)
         except Exception:  # noqa: BLE001 - a value the log cannot hold: store the records one by one
             rows = list(itertools.chain.from_iterable(
                 journal_rows(b.ids, b.timestamps, b.frame, b.predictions, b.scores, b.probabilities)
