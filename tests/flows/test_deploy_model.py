@@ -118,10 +118,15 @@ def test_swap_under_continuous_traffic_fails_no_request(first: Any, block: Any, 
                                                         serving_registry: Any) -> None:
     record = bentos["1"].input_example[0]
     with Traffic(block.endpoint_url(), record) as traffic:
+        # Monitoring reads the log's window while traffic goes on (issue 12's load case, bounded).
+        wait_for(lambda: len(read_inference_log(block.log_path(), serving_registry.model)) > 0 or None, 30,
+                 "a log window to read during traffic")
         swapped = deploy_model(model_name=serving_registry.model, version="2",
                                mlflow_block=serving_registry.mlflow_block, serving_block=BLOCK)
         seen = len(traffic.versions)
         wait_for(lambda: len(traffic.versions) >= seen + 20 or None, 30, "traffic after the swap")
+        during = read_inference_log(block.log_path(), serving_registry.model)
+        assert set(during["model_version"]) >= {"1"} and during["request_id"].is_unique
     assert traffic.failures == []
     counts = Counter(traffic.versions)
     assert counts["1"] > 0 and counts["2"] > 0, counts
