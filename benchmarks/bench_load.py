@@ -76,6 +76,8 @@ def main() -> int:
     home = Path(args.home or tempfile.mkdtemp(prefix="bench-load-"))
     os.environ["PREFECT_MLOPS_HOME"] = str(home / "state")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network: no telemetry errors
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from bench_serving import MODELS
 
     from blocks.bentoml_serving import BentoMLServing
@@ -122,7 +124,10 @@ def main() -> int:
 
         def sample_memory(started: float) -> None:
             while not stop.is_set():
-                samples.append((time.perf_counter() - started, endpoint_rss(serving)))
+                try:
+                    samples.append((time.perf_counter() - started, endpoint_rss(serving)))
+                except Exception as exc:  # noqa: BLE001 - a missed sample is reported, not fatal
+                    print(f"memory sample failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 stop.wait(1.0)
 
         def read_windows(started: float) -> None:
@@ -174,7 +179,8 @@ def main() -> int:
     print(f"| rps, p50 / p99 ms | {figures['rps']:.0f}, {figures['p50_ms']:.1f} / {figures['p99_ms']:.1f} |")
     print(f"| swap to v{figures['swapped_to']} mid-traffic | {figures['swap_s']} s |")
     print(f"| endpoint RSS after warm-up (10-20 s) -> last 10 s | {figures['rss_after_warmup_mib']} -> "
-          f"{figures['rss_end_mib']} MiB ({figures['rss_growth']:+.1%}); max {figures['rss_max_mib']} MiB |")
+          f"{figures['rss_end_mib']} MiB ({figures['rss_growth']:+.1%}); max {figures['rss_max_mib']} MiB; "
+          f"{len(samples)} samples |")
     print(f"| monitoring reads during traffic | {len(reads) - len(failed_reads)} ok, {len(failed_reads)} failed; "
           f"rows {[r.get('rows') for r in reads]} |")
     print(f"| inference log written / dropped | {figures['log_written']:,} / {figures['log_dropped']} |")

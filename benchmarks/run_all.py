@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], int]] = {
     "trials": ([], ["--repeats", "1", "--rows", "5000"], 2400),
     "registry": ([], ["--repeats", "10"], 900),
     "serving": ([], ["--models", "lr", "--connections", "8", "--duration", "5", "--repeat", "1"], 2400),
+    "load": ([], ["--seconds", "20", "--connections", "8"], 1200),
     "drift": ([], ["--quick"], 2400),
     "monitoring_performance": ([], ["--quick"], 1800),
     "loop": ([], ["--repeats", "1"], 1800),
