@@ -31,9 +31,39 @@ def _new_answering(status: dict, before: str) -> str | None:
     return str(answering) if answering is not None and str(answering) != before else None
 
 
+def stage_times(since: float, verbose: bool = False) -> str:
+    """The flow runs created since ``since`` (epoch s): created, started and ended, in seconds after it."""
+    from prefect import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    rows = []
+    with get_client(sync_client=True) as client:
+        flows: dict = {}
+        for run in client.read_flow_runs(limit=20, sort=FlowRunSort.EXPECTED_START_TIME_DESC):
+            if run.created is None or run.created.timestamp() < since - 1:
+                continue
+            if run.flow_id not in flows:
+                flows[run.flow_id] = client.read_flow(run.flow_id).name
+
+            def at(t: object) -> str:
+                return f"{t.timestamp() - since:5.1f}" if t is not None else "    -"  # type: ignore[attr-defined]
+
+            rows.append((run.created.timestamp(), f"    {flows[run.flow_id]:<22} created {at(run.created)}  "
+                                                  f"started {at(run.start_time)}  ended {at(run.end_time)}"))
+            if verbose:
+                from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+                for task in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))):
+                    if task.start_time and task.end_time and (task.end_time - task.start_time).total_seconds() > 0.3:
+                        rows.append((task.start_time.timestamp(), f"      {task.name:<32} started "
+                                     f"{at(task.start_time)}  ended {at(task.end_time)}"))
+    return "\n".join(r for _, r in sorted(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--verbose", action="store_true", help="also print the task runs longer than 0.3 s")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     os.environ.update({"PREFECT_MLOPS_HOME": str(home / "state"), "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -88,7 +118,7 @@ def main() -> None:
                 drop.parent.mkdir(parents=True, exist_ok=True)
                 make_customer_frame(5000, seed=100 + repeat, day=repeat + 1, concept_drift=0.5 * (repeat + 1)
                                     ).to_parquet(drop, index=False)
-                started = time.perf_counter()
+                started, wall = time.perf_counter(), time.time()
                 result = watch_data(incoming_path=str(drop), **kwargs)
                 watch_times.append(time.perf_counter() - started)
                 assert result.changed, result
@@ -98,6 +128,7 @@ def main() -> None:
                 totals.append(time.perf_counter() - started)
                 print(f"repeat {repeat}: v{before} -> v{answering} answering {totals[-1]:.1f} s after the drop "
                       f"(watch-data {watch_times[-1]:.1f} s)", flush=True)
+                print(stage_times(wall, args.verbose), flush=True)
                 time.sleep(7)  # past the on-new-data cool-down
             print(f"\nloop latency, new data dropped -> new champion answering, median of {args.repeats}: "
                   f"{statistics.median(totals):.1f} s (watch-data + versioning {statistics.median(watch_times):.1f} s;"

@@ -145,15 +145,16 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
     """
     shared = dict(parameters or {})
     training = "flows/continuous_training.py:continuous_training"
+    retrain = {**shared, "prebuild_bento": True}  # the on-promotion deploy follows: overlap its bento build
     return [
         DeploymentDefinition(training, "scheduled", "Retrain on the latest data and labelled traffic, nightly.",
-                             cron=retrain_cron, parameters={**shared, "feedback_hours": 24.0}),
+                             cron=retrain_cron, parameters={**retrain, "feedback_hours": 24.0}),
         DeploymentDefinition(training, "on-new-data", "Retrain when watch-data announces new data.",
-                             parameters=shared,
+                             parameters=retrain,
                              triggers=(EventTrigger((DATA_VERSIONED,), cooldown / 6, {"mlops.origin": "data-watch"}),)),
         DeploymentDefinition(training, "on-drift", "Retrain on labelled recent traffic when monitoring sees drift "
                              "or decay; one retrain per cool-down window.",
-                             parameters={**shared, "feedback_hours": 24.0},
+                             parameters={**retrain, "feedback_hours": 24.0},
                              triggers=(EventTrigger((DRIFT_DETECTED, PERFORMANCE_DECAYED), cooldown,
                                                     parameters={"feedback_since": WINDOW_START_TEMPLATE}),
                                        )),

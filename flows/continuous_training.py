@@ -27,6 +27,7 @@ from flows.common import (
     load_mlflow,
     load_policy,
 )
+from flows.deploy_model import prebuild_bento as prebuild
 from flows.training_data import prepare_training_data
 from flows.training_run import gate_under_lock, incoming_data, pipeline_run, resolve_task
 from flows.training_stages import evaluate_registered, tune_and_register
@@ -98,6 +99,7 @@ def continuous_training(
     trial_runner: TrialRunnerKind = "threads",
     dask_address: str | None = None,
     dask_workers: int | None = None,
+    prebuild_bento: bool = False,
 ) -> TrainingSummary:
     """Version the data, validate it, tune and evaluate, gate against the champion, register, promote.
 
@@ -132,6 +134,8 @@ def continuous_training(
             workers need this machine's state folder at the same path (a shared file system).
         dask_workers: With ``dask`` and no address, worker processes of the temporary
             ``LocalCluster`` started for the stage (None: one per core).
+        prebuild_bento: After a promotion, build its bento (in ``serving_block``'s store) while
+            ``deploy-model`` starts, which then reuses it: a shorter loop (the trigger deployments do).
 
     Returns:
         A :class:`TrainingSummary` (data rev, run id, model version, verdict and reasons).
@@ -189,6 +193,8 @@ def continuous_training(
             mlflow_server, model_name, registered, evaluation, split, target, task, data.version.rev, run,
             resumed=existing is not None)
 
+    if prebuild_bento and verdict.promote:
+        prebuild(mlflow_server, serving_block, model_name, registered.version)
     summary = TrainingSummary(
         model_name=model_name, data_rev=data.version.rev, data_md5=data.version.md5, run_id=run.run_id,
         run_url=run_url(mlflow_server, experiment_id, run.run_id), model_version=registered.version,

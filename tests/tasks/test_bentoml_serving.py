@@ -98,6 +98,19 @@ def test_rebuilding_the_same_version_reuses_the_bento(bentos: dict[str, Any], se
     assert again.tag == bentos["1"].tag and not again.built
 
 
+def test_concurrent_builds_of_one_bento_build_it_once(serving_registry: Any, tmp_path: Path) -> None:
+    """The training flow pre-builds a promoted bento while deploy-model may build it too: one build, one bento."""
+    from blocks.bentoml_serving import BentoMLServing
+
+    block = BentoMLServing(store_path=str(tmp_path / "bentoml"), log_dir=str(tmp_path / "log"), port=3999)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: build_bento.fn(block, serving_registry.v1, serving_registry.dirs["1"]),
+                                range(2)))
+    assert results[0].tag == results[1].tag
+    assert sorted(r.built for r in results) == [False, True]
+    assert len(list((tmp_path / "bentoml" / "bentos").glob("*/*/bento.yaml"))) == 1
+
+
 def test_container_recipe_is_written_without_docker(bentos: dict[str, Any], session_home: Path) -> None:
     block = serving_block_for(session_home, "serving-tests-recipe")
     recipe = write_container_recipe.fn(block, bentos["1"])
