@@ -53,12 +53,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "BASE_COLUMNS", "JOURNAL_DIR", "LABELS_DIR", "LABEL_COLUMNS", "OUTPUT_COLUMNS", "PREDICTIONS_DIR", "REJECTED_DIR",
     "RESERVED_COLUMNS", "STATS_DIR", "InferenceLogWriter", "JournalError", "RecordError", "arrow_schema",
-    "attach_ground_truth", "default_log_dir", "feature_column", "inference_log_stats", "model_dir_name",
+    "attach_ground_truth", "default_log_dir", "feature_column", "files_in_window", "inference_log_stats",
+    "model_dir_name", "model_root", "to_utc",
     "read_ground_truth", "read_inference_log", "recover_journals",
 ]
 
 
-def _files_in_window(root: Path, start: dt.datetime | None, end: dt.datetime | None) -> list[Path]:
+def files_in_window(root: Path, start: dt.datetime | None, end: dt.datetime | None) -> list[Path]:
+    """Return the Parquet files of the hour partitions under ``root`` that overlap ``[start, end)``, in time order."""
     if not root.is_dir():
         return []
     files: list[Path] = []
@@ -116,7 +118,7 @@ def read_inference_log(log_dir: str | Path | None, model_name: str, start: Any =
 
     root = model_root(log_dir, model_name)
     start_at, end_at = to_utc(start), to_utc(end)
-    table = _read_tables(_files_in_window(root / PREDICTIONS_DIR, start_at, end_at))
+    table = _read_tables(files_in_window(root / PREDICTIONS_DIR, start_at, end_at))
     if table is None:
         columns = list(BASE_COLUMNS + OUTPUT_COLUMNS) + (list(LABEL_COLUMNS) if with_labels else [])
         frame = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
@@ -154,7 +156,7 @@ def read_ground_truth(log_dir: str | Path | None, model_name: str) -> pd.DataFra
     import pandas as pd
 
     root = model_root(log_dir, model_name)
-    table = _read_tables(_files_in_window(root / LABELS_DIR, None, None))
+    table = _read_tables(files_in_window(root / LABELS_DIR, None, None))
     if table is None:
         return pd.DataFrame({"request_id": pd.Series(dtype="object"), "label": pd.Series(dtype="object"),
                              "label_timestamp": pd.Series(dtype="datetime64[us, UTC]")})
