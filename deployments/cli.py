@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--json", action="store_true", help="print JSON")
     lineage.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     lineage.set_defaults(func=cmd_lineage)
-    reproduce = sub.add_parser("reproduce", help="retrain a version from its recorded data rev and settings")
+    reproduce = sub.add_parser("reproduce", help="retrain a version from its recorded data rev and settings "
+                                                 "(exit 2 when its metrics are not reproduced)")
     reproduce.add_argument("ref", help="MODEL (its champion), MODEL@ALIAS or MODEL:VERSION")
     reproduce.add_argument("--tolerance", type=float, default=0.02, help="relative metric tolerance (0.02 = 2%%)")
     reproduce.add_argument("--dvc-block", default=None, help="saved DvcRepository block (default: embedded)")

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.mlflow_server import MlflowServer
@@ -41,8 +40,8 @@ from tasks.prefect_artifacts import publish_report
 from tasks.sklearn_spec import TrainingSpec
 from tasks.sklearn_training import split_dataset, train_trial
 
-#: Task options of a reproduction's split and fit: computed again, never served from (or written to) a cache.
-UNCACHED = {"cache_key_fn": None, "cache_policy": NO_CACHE, "persist_result": False, "refresh_cache": True}
+#: Task options of a reproduction's split and fit: always computed again, never served from a cache.
+UNCACHED = {"refresh_cache": True}
 
 
 class ReproductionSummary(BaseModel):
