@@ -115,7 +115,7 @@ def _test_digest(client: Any, run_id: str) -> str:
         return ""
 
 
-@task(name="read-recorded-training", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(name="read-recorded-training", cache_policy=NO_CACHE)
 def read_recorded_training(mlflow_server: MlflowServer, model_name: str, version: str | None = None,
                            alias: str | None = None) -> RecordedTraining:
     """Read a registered version's lineage, settings and test metrics from its tags and its MLflow run.
