@@ -1,4 +1,4 @@
-"""The ``prefect-mlops`` command line: train, roll back, show status, lineage and alias history.
+"""The ``prefect-mlops`` command line: train, roll back, reproduce, show status, lineage and alias history.
 
 Heavy SDKs load only inside the command that needs them, so ``--help`` stays fast.
 """
@@ -78,6 +78,18 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     chain = model_lineage(args.ref, mlflow_block=args.mlflow_block, serving_block=args.serving_block, at=at)
     print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Retrain a version from its recorded data and settings; exit 2 when its metrics are not reproduced."""
+    from deployments.lineage import parse_ref
+    from flows.reproduce_model import reproduce_model
+
+    name, alias, version = parse_ref(args.ref)
+    summary = reproduce_model(model_name=name, version=version, alias=alias or "champion", tolerance=args.tolerance,
+                              mlflow_block=args.mlflow_block, dvc_block=args.dvc_block)
+    print(summary.model_dump_json(indent=2) if args.json else summary.render())
+    return 0 if summary.reproduced else 2
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -206,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--json", action="store_true", help="print JSON")
     lineage.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     lineage.set_defaults(func=cmd_lineage)
+    reproduce = sub.add_parser("reproduce", help="retrain a version from its recorded data rev and settings "
+                                                 "(exit 2 when its metrics are not reproduced)")
+    reproduce.add_argument("ref", help="MODEL (its champion), MODEL@ALIAS or MODEL:VERSION")
+    reproduce.add_argument("--tolerance", type=float, default=0.02, help="relative metric tolerance (0.02 = 2%%)")
+    reproduce.add_argument("--dvc-block", default=None, help="saved DvcRepository block (default: embedded)")
+    reproduce.add_argument("--json", action="store_true", help="print JSON")
+    reproduce.set_defaults(func=cmd_reproduce)
     stop = sub.add_parser("stop-endpoint", help="stop a serving endpoint and all of its processes")
     stop.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     stop.set_defaults(func=cmd_stop_endpoint)

@@ -172,6 +172,8 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
                              parameters=shared),
         DeploymentDefinition("flows/rollback_model.py:rollback_model", "manual", "Make the previous champion serve.",
                              parameters=shared),
+        DeploymentDefinition("flows/reproduce_model.py:reproduce_model", "manual", "Retrain a version from its "
+                             "recorded data rev and settings; compare its metrics.", parameters=shared),
     ]
 
 
