@@ -29,6 +29,7 @@ from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5
 from tasks.mlflow_locks import acquire_model_lock, release_model_lock
 from tasks.mlflow_registry import ModelVersionInfo
 from tasks.mlflow_tracking import finish_pipeline_run, start_pipeline_run
+from tasks.model_reproduction import TAG_TRAINING_SPEC
 from tasks.monitoring_data import build_feedback_dataset, window_bounds
 from tasks.sample_data import generate_sample_batch
 from tasks.sklearn_training import TrainingSpec, resolve_training_task
@@ -76,6 +77,9 @@ def resolve_task(data: PreparedData, data_repo: DvcRepository, dataset_path: str
     lineage = {**capture, L.TAG_DATA_REV: version.rev, L.TAG_DATA_MD5: version.md5, L.TAG_DATA_PATH: dataset_path,
                L.TAG_DATA_REPO: data_repo.repo_url or data_repo.repo_path, L.TAG_DATA_REMOTE: data_repo.remote_url,
                L.TAG_ESTIMATOR: concrete.estimator or "", L.TAG_TARGET: target, **info.tags()}
+    spec_json = concrete.model_dump_json()
+    if len(spec_json) <= 5000:  # MLflow's tag limit; reproduce-model falls back to the flow run's parameters
+        lineage[TAG_TRAINING_SPEC] = spec_json
     return TrainingTask(info=info, rules=policy.resolved(info.task_type), spec=concrete, lineage=lineage)
 
 
