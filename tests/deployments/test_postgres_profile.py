@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ from tasks.events import DATA_VERSIONED
 from tasks.system import log_tail, stop_started
 
 # Bounded: servers ~30 s, deploy ~15 s, the watch -> event -> training chain on the workers ~1-2 min.
-pytestmark = pytest.mark.timeout(360)
+pytestmark = pytest.mark.timeout(420)
 
 MODEL = "pg-profile-model"
 POOL = "pg-test-pool"
@@ -75,10 +76,16 @@ def test_scheduled_and_triggered_training_complete_on_two_workers(profile: Profi
     drop = profile.root / "incoming" / "latest.parquet"
     drop.parent.mkdir(parents=True)
     shutil.copy(sample_dir / "day0.parquet", drop)
-    ids = deploy(profile, POOL, "--only", "watch,on-new-data", "--watch-every", "10",
-                 "--param", f"model_name={MODEL}", "--param", f"incoming_path={drop}")
-    assert len(ids) == 2
-    workers = start_workers(profile, POOL, count=2, limit=1, poll_s=2.0)
+    with ThreadPoolExecutor(1) as pool:  # the workers start while `prefect-mlops deploy` registers
+        deployed = pool.submit(deploy, profile, POOL, "--only", "watch,on-new-data", "--watch-every", "10",
+                               "--param", f"model_name={MODEL}", "--param", f"incoming_path={drop}")
+        workers = start_workers(profile, POOL, count=2, limit=1, poll_s=2.0)
+        try:
+            assert len(deployed.result()) == 2
+        except BaseException:
+            for process in workers.values():
+                stop_started(process, 30)
+            raise
     logs = [profile.root / "workers" / f"{name}.log" for name in workers]
 
     def worker_logs() -> str:
@@ -94,18 +101,19 @@ def test_scheduled_and_triggered_training_complete_on_two_workers(profile: Profi
     try:
         # Each watch run re-announces the data until a champion is trained on it, so a trigger that the
         # server's trigger service had not loaded yet fires on the next one.
-        completed = wait_until(done, 300, "a scheduled watch-data run and an event-triggered training run "
+        completed = wait_until(done, 240, "a scheduled watch-data run and an event-triggered training run "
                                "completed on both workers", log=worker_logs, interval=2.0)
+        # Read before the workers stop: a run they are still executing then ends as Crashed.
+        failed = [r.name for r in flow_runs(profile, ["watch", "on-new-data"]) if r.state_type and
+                  r.state_type.value in ("FAILED", "CRASHED")]
     finally:
         for process in workers.values():
             stop_started(process, 30)
+    assert not failed, worker_logs()
     [training, *_] = completed["training"]
     assert training.parameters["trigger"]["event"] == DATA_VERSIONED
     assert training.parameters["model_name"] == MODEL
     assert all(r.work_pool_name == POOL for r in completed["training"] + completed["scheduled"])
-    failed = [r.name for r in flow_runs(profile, ["watch", "on-new-data"]) if r.state_type and
-              r.state_type.value in ("FAILED", "CRASHED")]
-    assert not failed, worker_logs()
 
     # Both servers keep their state in PostgreSQL: the flow run in Prefect's database, the champion in MLflow's.
     with contextlib.closing(profile.postgres.connect("prefect")) as conn, conn.cursor() as cur:
