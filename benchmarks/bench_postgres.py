@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def main() -> None:
         for server in servers:
             server.stop()
         postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"postgres cluster ready (initdb + start): {pg_ready:.1f} s")
     print(f"{'server database':<18} {'median ms':>10} {'p90 ms':>10} {'runs':>6}")
     medians = {}
