@@ -171,7 +171,8 @@ def _init_cluster(bin_dir: Path, root: Path, data_dir: Path, prefix: list[str], 
             os.chown(pwfile, *owner)
         done = subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data_dir), "-U", DB_USER,
                                "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", f"--pwfile={pwfile}",
-                               "-E", "UTF8", "--locale=C.UTF-8"], capture_output=True, text=True, timeout=300)
+                               "-E", "UTF8", "--locale=C.UTF-8"], capture_output=True, text=True, timeout=300,
+                              cwd=root)  # a folder the server's user can reach (not a private cwd)
     finally:
         pwfile.unlink(missing_ok=True)
     if done.returncode != 0:
@@ -213,8 +214,8 @@ def start_postgres(root: Path, port: int | None = None, databases: tuple[str, ..
     cmd = [*prefix, str(bin_dir / "postgres"), "-D", str(data_dir), "-h", "127.0.0.1", "-p", str(port),
            "-c", "unix_socket_directories=", "-c", "max_connections=200"]
     log_path = root / "postgres.log"
-    server = PostgresServer(start_process(cmd, log_path, {**os.environ, "LC_ALL": "C.UTF-8"}), port, password,
-                            data_dir, log_path)
+    process = start_process(cmd, log_path, {**os.environ, "LC_ALL": "C.UTF-8"}, cwd=root)
+    server = PostgresServer(process, port, password, data_dir, log_path)
 
     def accepting() -> bool:
         with contextlib.closing(server.connect()):
