@@ -43,3 +43,14 @@ bench-quick: install
 
 clean:
 	rm -rf .mlops
+
+# The production profile on this machine (README "Moving to a shared server"): PostgreSQL (Debian's
+# package, installed with apt-get if initdb is missing), the Prefect and MLflow servers on it, a process
+# work pool (concurrency limit 2) with every deployment and two workers (--limit 1 each); left running.
+.PHONY: profile-postgres profile-postgres-stop
+profile-postgres: install
+	$(VENV)/bin/python -m deployments.production_profile up
+
+# Stop, by PID, what `make profile-postgres` left running (workers, servers, then PostgreSQL).
+profile-postgres-stop: install
+	$(VENV)/bin/python -m deployments.production_profile down

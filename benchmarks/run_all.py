@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], int]] = {
     "drift": ([], ["--quick"], 2400),
     "monitoring_performance": ([], ["--quick"], 1800),
     "loop": ([], ["--repeats", "1"], 1800),
+    "postgres": ([], ["--runs", "8", "--rounds", "1"], 1200),
 }
 
 

@@ -242,7 +242,8 @@ def deploy_all(work_pool_name: str, defs: list[DeploymentDefinition] | None = No
     from prefect import deploy
 
     ids = deploy(*runner_deployments(defs or definitions(), from_source=True, work_pool_name=work_pool_name),
-                 work_pool_name=work_pool_name, build=False, push=False, print_next_steps_message=False)
+                 work_pool_name=work_pool_name, build=False, push=False, print_next_steps_message=False,
+                 ignore_warnings=True)  # else its process-pool hint goes to stdout among the ids
     return [str(i) for i in ids]
 
 

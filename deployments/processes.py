@@ -90,8 +90,12 @@ def start_server(cmd: Sequence[str], url: str, health_path: str, log_path: Path,
     return server
 
 
-def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0, port: int = 4200) -> dict[str, str]:
+def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0, port: int = 4200,
+                       database_url: str | None = None) -> dict[str, str]:
     """Environment of a local Prefect server on 127.0.0.1:``port`` whose state lives under ``root``.
+
+    Its database is SQLite under ``root`` unless ``database_url`` names another (the production
+    profile's ``postgresql+asyncpg://...``, see ``deployments/postgres.py``).
 
     The UI asks ``/ui-settings`` where the API is; without ``PREFECT_UI_API_URL`` the server answers
     ``http://127.0.0.1:4200/api`` whatever its port, so the browser shows "Unable to connect" (or
@@ -101,7 +105,7 @@ def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0, port: int = 42
     return {
         **TELEMETRY_OFF,
         "PREFECT_HOME": str(root / "prefect-home"),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{root / 'prefect.db'}",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(scheduler_loop_s),
         # SQLite waits up to this long for a write lock before the API answers 503 (default 10 s).
         # Prefect's own busy_timeout is 60 s; on a busy 2-core machine 10 s gave 503s in CI.
@@ -115,7 +119,7 @@ def prefect_server_env(root: Path, scheduler_loop_s: float = 5.0, port: int = 42
 
 
 def start_prefect_server(root: Path, port: int | None = None, ui: bool = True, deadline_s: float = 120.0,
-                         scheduler_loop_s: float = 5.0) -> ServerProcess:
+                         scheduler_loop_s: float = 5.0, database_url: str | None = None) -> ServerProcess:
     """Start ``prefect server start`` (SQLite under ``root``) on 127.0.0.1 and wait for /api/health.
 
     Args:
@@ -124,6 +128,8 @@ def start_prefect_server(root: Path, port: int | None = None, ui: bool = True, d
         ui: Serve the UI too.
         deadline_s: Seconds to wait for health.
         scheduler_loop_s: How often the scheduler creates runs from schedules.
+        database_url: SQLAlchemy URL of the server's database (default: SQLite under ``root``), e.g.
+            ``postgresql+asyncpg://user:password@127.0.0.1:5432/prefect``.
 
     Returns:
         The running server; its API is ``url + "/api"``.
@@ -133,16 +139,24 @@ def start_prefect_server(root: Path, port: int | None = None, ui: bool = True, d
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
            "--ui" if ui else "--no-ui", "--analytics-off"]
     return start_server(cmd, f"http://127.0.0.1:{port}", "/api/health", root / "prefect-server.log",
-                        env=prefect_server_env(root, scheduler_loop_s, port), deadline_s=deadline_s)
+                        env=prefect_server_env(root, scheduler_loop_s, port, database_url), deadline_s=deadline_s)
 
 
-def start_mlflow_server(root: Path, port: int | None = None, deadline_s: float = 120.0) -> ServerProcess:
+def start_mlflow_server(root: Path, port: int | None = None, deadline_s: float = 120.0,
+                        backend_store_uri: str | None = None, artifacts_destination: str | None = None
+                        ) -> ServerProcess:
     """Start ``mlflow server`` (SQLite + local artifacts under ``root``) on 127.0.0.1.
 
+    The server proxies artifact uploads and downloads (``--artifacts-destination``), so clients
+    need no access to the store itself: a folder here, an object store (``s3://...``) in production.
+
     Args:
-        root: Folder for ``mlflow.db`` and ``artifacts``.
+        root: Folder for ``mlflow.db``, ``artifacts`` and the log.
         port: Port (default: a free one).
         deadline_s: Seconds to wait for health.
+        backend_store_uri: Tracking and registry database (default: SQLite under ``root``), e.g.
+            ``postgresql://user:password@127.0.0.1:5432/mlflow``.
+        artifacts_destination: Where the server stores artifacts (default: ``root / "artifacts"``).
 
     Returns:
         The running server.
@@ -150,8 +164,8 @@ def start_mlflow_server(root: Path, port: int | None = None, deadline_s: float =
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+           "--backend-store-uri", backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", artifacts_destination or str(root / "artifacts"), "--workers", "1"]
     # MLflow 3 starts a huey job runner (seven more Python processes) for its GenAI jobs unless told not to;
     # nothing here uses MLflow jobs, and they slowed the server's start-up under load (147 s seen).
     env = {**TELEMETRY_OFF, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
