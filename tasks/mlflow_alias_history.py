@@ -190,13 +190,28 @@ def history_markdown(name: str, moves: list[AliasMove]) -> str:
         url = flow_run_url(m.flow_run_id) if m.flow_run_id else None
         run = f"[{m.flow_run_id[:8]}]({url})" if url and m.flow_run_id else (m.flow_run_id or "-")
         why = m.reason.replace("|", "\\|").replace("\n", " ")
+        why = why if len(why) <= 140 else why[:139] + "…"  # the full reason stays in the tag
         lines.append(f"| {m.seq} | {m.at[:19].replace('T', ' ')} | {m.alias} | {m.from_version or '-'} | "
                      f"{m.to_version or '-'} | {m.by} | {why} | {run} |")
     return "\n".join(lines) + "\n"
 
 
+def model_description(name: str, moves: list[AliasMove], version: str, run_id: str) -> str:
+    """Return the registered model's description: where each alias points now and the last moves."""
+    current: dict[str, str | None] = {}
+    for move in moves:
+        current[move.alias] = move.to_version
+    now = ", ".join(f"`{alias}` -> v{to}" for alias, to in sorted(current.items()) if to) or "no alias set"
+    table = history_markdown(name, moves[-5:]).split("\n", 4)[4]  # the table rows only, newest first
+    return (f"Registered by prefect-mlops continuous training. Now: {now}.\n\nLast alias moves (all of them: "
+            f"`{HISTORY_ARTIFACT}` on the run of v{version}, `{run_id}`; the record: the `{HISTORY_PREFIX}*` tags):"
+            f"\n\n{table}")
+
+
 def publish_alias_history(mlflow_server: MlflowServer, name: str, version: str) -> str | None:
-    """Write the history as ``alias_history.md`` on the run of ``version``; a failure is logged, not raised.
+    """Write the history as ``alias_history.md`` on the run of ``version`` and the model's description.
+
+    A failure is logged, not raised: the tags are the record, these are views of it.
 
     Returns:
         The artifact path, or None if the version has no run or the write failed (the tags stay the record).
@@ -206,10 +221,12 @@ def publish_alias_history(mlflow_server: MlflowServer, name: str, version: str) 
         run_id = client.get_model_version(name, version).run_id
         if not run_id:
             return None
+        moves = alias_history(mlflow_server, name)
         with tempfile.TemporaryDirectory(prefix="mlops-history-") as tmp:
             path = Path(tmp) / HISTORY_ARTIFACT
-            path.write_text(history_markdown(name, alias_history(mlflow_server, name)), encoding="utf-8")
+            path.write_text(history_markdown(name, moves), encoding="utf-8")
             client.log_artifact(run_id, str(path))
+        client.update_registered_model(name, description=model_description(name, moves, version, run_id))
     except Exception as exc:  # noqa: BLE001 - a view of the recorded tags; the move itself is done
         run_logger().warning("Writing %s of %s v%s failed: %s", HISTORY_ARTIFACT, name, version, exc)
         return None

@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.mlflow_server import MlflowServer
+from tasks import lineage as L
 from tasks.exceptions import RegistryError
 from tasks.logs import run_logger
 from tasks.mlflow_models import TAG_MODEL_ID, logged_model_id, register_logged_model
@@ -35,6 +36,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PROMOTION_STATE = "mlops.promotion.state"
 PENDING, DONE, REJECTED = "pending", "done", "rejected"
+#: Tags of the training process that stay on the run (``mlflow_recovery`` reads them there), not on the version page.
+RUN_ONLY_TAGS = (L.TAG_PROCESS_HOST, L.TAG_PROCESS_PID, L.TAG_PROCESS_STARTED)
 _ADVICE = "Check that the MLflow server is reachable (and the block's credentials), then rerun; nothing was promoted."
 
 
@@ -175,7 +178,7 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
         name: Registered model name (created if missing).
         source: ``models:/<model_id>`` of a LoggedModel, or the artifact URI of a model logged to a run.
         run_id: The run that produced it.
-        tags: Lineage tags for the version.
+        tags: Lineage tags for the version (the training process's ``mlops.process.*`` stay on the run).
         description: Version description.
 
     Returns:
@@ -193,6 +196,7 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
     from mlflow.exceptions import MlflowException
 
     client = mlflow_server.get_client()
+    tags = {k: v for k, v in tags.items() if k not in RUN_ONLY_TAGS}  # the run (run_id) keeps them
     try:
         try:
             client.get_registered_model(name)

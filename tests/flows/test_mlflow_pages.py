@@ -101,6 +101,19 @@ def test_alias_history_is_a_readable_table_on_the_versions_run(runs, client: Mlf
     assert "| # | when (UTC) | alias | from | to | by | why | Prefect flow run |" in text
     assert re.search(r"\| champion \| 1 \| 2 \|", text) and re.search(r"\| challenger \| 2 \| - \|", text)
     assert len([line for line in text.splitlines() if re.match(r"\| \d+ \|", line)]) == 6
+    description = client.get_registered_model(MODEL).description
+    assert "Now: `champion` -> v2." in description and HISTORY_ARTIFACT in description
+    assert re.search(r"\| 5 \| .* \| champion \| 1 \| 2 \|", description)
+
+
+def test_version_page_keeps_lineage_but_not_the_training_process(runs, client: MlflowClient) -> None:
+    _, second = runs
+    version_tags = client.get_model_version(MODEL, second.model_version).tags
+    run_tags = client.get_run(second.run_id).data.tags
+    for key in (L.TAG_DATA_REV, L.TAG_DATA_MD5, L.TAG_CODE_COMMIT, L.TAG_FLOW_RUN_ID, L.TAG_DEPLOYMENT, L.TAG_PARAMS,
+                L.TAG_GATE_VERDICT, L.TAG_GATE_CHAMPION, L.TAG_LIBRARIES):
+        assert version_tags.get(key), key
+    assert L.TAG_PROCESS_PID not in version_tags and run_tags[L.TAG_PROCESS_PID]
 
 
 def test_runs_and_versions_link_back_to_the_prefect_flow_run(runs, client: MlflowClient,
