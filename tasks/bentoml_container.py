@@ -97,30 +97,39 @@ def write_container_recipe(serving: BentoMLServing, bento: BentoInfo, containeri
     return ContainerRecipe(bento_tag=bento.tag, dockerfile=str(dockerfile), image=image, message=message)
 
 
-@task(name="store-container-recipe", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def store_container_recipe(mlflow_server: MlflowServer, recipe: ContainerRecipe, run_id: str) -> str:
+@task(name="store-container-recipe", cache_policy=NO_CACHE)
+def store_container_recipe(mlflow_server: MlflowServer, recipe: ContainerRecipe, run_id: str | None) -> str | None:
     """Store the bento's Dockerfile on the version's MLflow run (``bento/<bento version>/Dockerfile``); return its link.
+
+    Called after the swap (the model already serves), so a failure is logged and None returned:
+    the summary then names the local file instead.
 
     Args:
         mlflow_server: The MLflow block.
-        recipe: The recipe from :func:`write_container_recipe`.
+        recipe: The recipe from :func:`write_container_recipe` (nothing stored when its ``dockerfile`` is empty).
         run_id: The registry version's run (``BentoInfo.run_id``).
 
     Returns:
-        The MLflow UI link of the artifact (or its artifact URI when there is no UI), for a summary.
+        The MLflow UI link of the artifact (its artifact URI when there is no UI), or None.
 
     Examples:
         >>> from prefect import flow
         >>> @flow
-        ... def link(recipe: ContainerRecipe, run_id: str) -> str:
+        ... def link(recipe: ContainerRecipe, run_id: str) -> str | None:
         ...     return store_container_recipe(MlflowServer.embedded(), recipe, run_id)
     """
+    if not recipe.dockerfile or not run_id:
+        return None
     folder = f"bento/{recipe.bento_tag.split(':', 1)[-1]}"
-    client = mlflow_server.get_client()
-    client.log_artifact(run_id, recipe.dockerfile, folder)
+    try:
+        client = mlflow_server.get_client()
+        client.log_artifact(run_id, recipe.dockerfile, folder)
+        run = client.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - the model serves; the summary names the local file instead
+        run_logger().warning("Storing the Dockerfile of %s on MLflow run %s failed: %s", recipe.bento_tag, run_id, exc)
+        return None
     path = f"{folder}/Dockerfile"
     base = mlflow_server.ui_url()
     if not base:
-        return f"{client.get_run(run_id).info.artifact_uri}/{path}"
-    experiment_id = client.get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+        return f"{run.info.artifact_uri}/{path}"
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/{path}"

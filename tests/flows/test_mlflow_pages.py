@@ -152,3 +152,22 @@ def test_plots_are_large_titled_and_evaluation_json_points_at_them(runs, client:
     features = set(client.get_model_version(MODEL, second.model_version).tags[L.TAG_FEATURES].strip("[]")
                    .replace('"', "").split(", "))
     assert set(doc["importance"]) <= features and "contract" in doc["importance"]
+
+
+def test_the_dockerfile_is_stored_on_the_versions_run_and_linked(runs, client: MlflowClient, mlflow_server,
+                                                                 tmp_path: Path) -> None:
+    from blocks.mlflow_server import MlflowServer
+    from tasks.bentoml_container import ContainerRecipe, store_container_recipe
+
+    _, second = runs
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM python:3.12-slim\n" + "RUN true\n" * 90)
+    recipe = ContainerRecipe(bento_tag=f"{MODEL}:v2-abc", dockerfile=str(dockerfile), image=None, message="no docker")
+    link = store_container_recipe.fn(MlflowServer(tracking_uri=mlflow_server.url), recipe, second.run_id)
+    assert link == (f"{mlflow_server.url}/#/experiments/{client.get_run(second.run_id).info.experiment_id}/runs/"
+                    f"{second.run_id}/artifacts/bento/v2-abc/Dockerfile")
+    served = httpx.get(f"{mlflow_server.url}/get-artifact", params={"path": "bento/v2-abc/Dockerfile",
+                                                                    "run_uuid": second.run_id}, timeout=10)
+    assert served.status_code == 200 and served.text == dockerfile.read_text()
+    assert store_container_recipe.fn(MlflowServer(tracking_uri=mlflow_server.url),
+                                     recipe.model_copy(update={"dockerfile": ""}), second.run_id) is None
