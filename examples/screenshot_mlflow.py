@@ -24,6 +24,7 @@ def main() -> int:
     """Train twice, take the screenshots, print their paths."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default="mlflow-shots", help="folder for the PNG files")
+    parser.add_argument("--height", type=int, default=1600, help="browser window height in px")
     args = parser.parse_args()
     out = Path(args.out_dir).resolve()
     home = Path(tempfile.mkdtemp(prefix="mlflow-shots-"))
@@ -32,7 +33,11 @@ def main() -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.processes import start_mlflow_server, start_prefect_server
-    from examples.screenshot_ui import screenshot
+    from examples import screenshot_ui
+
+    # The MLflow pages are long: a taller window than the Prefect UI's default.
+    screenshot_ui.CHROMIUM_FLAGS = tuple(f"--window-size=1400,{args.height}" if flag.startswith("--window-size")
+                                         else flag for flag in screenshot_ui.CHROMIUM_FLAGS)
 
     prefect = start_prefect_server(home / "prefect", ui=True)
     mlflow = None
@@ -41,7 +46,7 @@ def main() -> int:
         with temporary_settings({PREFECT_API_URL: f"{prefect.url}/api"}):
             pages = _train_and_list_pages(mlflow.url, home)
         for name, url in pages.items():
-            print(screenshot(url, out / f"{name}.png"), url)
+            print(screenshot_ui.screenshot(url, out / f"{name}.png"), url)
     finally:
         if mlflow is not None:
             mlflow.stop()
