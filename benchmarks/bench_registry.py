@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blocks.mlflow_server import MlflowServer  # noqa: E402
 from deployments.processes import start_mlflow_server  # noqa: E402
+from tasks.mlflow_alias_history import move_alias, set_model_alias  # noqa: E402
 from tasks.mlflow_locks import acquire, release  # noqa: E402
-from tasks.mlflow_registry import move_alias, set_model_alias  # noqa: E402
 
 
 def median_ms(step: Callable[[int], object], repeats: int) -> float:

@@ -29,7 +29,15 @@ from blocks.mlflow_server import MlflowServer  # noqa: E402
 from blocks.promotion_policy import PromotionPolicy  # noqa: E402
 from flows.continuous_training import continuous_training, training_key  # noqa: E402
 from tasks import data_validation as dv  # noqa: E402
-from tasks import dvc_data, lineage, mlflow_registry, mlflow_tracking, model_evaluation, promotion_gate  # noqa: E402
+from tasks import (  # noqa: E402
+    dvc_data,
+    lineage,
+    mlflow_alias_history,
+    mlflow_registry,
+    mlflow_tracking,
+    model_evaluation,
+    promotion_gate,
+)
 from tasks import sklearn_training as st  # noqa: E402
 from tasks.sample_data import make_customer_frame  # noqa: E402
 
@@ -69,9 +77,9 @@ def plain(data_file: str, spec: st.TrainingSpec, model_name: str) -> None:
     mlflow_tracking.log_evaluation.fn(mlflow_server, run_id, evaluation, model_id=uri, dataset_name="data",
                                       dataset_digest=digest)
     version_info = mlflow_registry.register_model_version.fn(mlflow_server, model_name, uri, run_id, tags)
-    mlflow_registry.set_model_alias.fn(mlflow_server, model_name, "challenger", version_info.version, "bench")
+    mlflow_alias_history.set_model_alias.fn(mlflow_server, model_name, "challenger", version_info.version, "bench")
     if verdict.promote and champion is None:
-        mlflow_registry.set_model_alias.fn(mlflow_server, model_name, "champion", version_info.version, "bench")
+        mlflow_alias_history.set_model_alias.fn(mlflow_server, model_name, "champion", version_info.version, "bench")
     mlflow_tracking.finish_pipeline_run.fn(mlflow_server, run_id)
 
 

@@ -56,14 +56,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the alias history of a model."""
-    from tasks.mlflow_registry import alias_history
+    from tasks.mlflow_alias_history import alias_history
 
     server, model = _registry(args)
     moves = alias_history(server, model, args.alias)
     if not moves:
         print(f"{model}: no recorded {args.alias or 'alias'} moves", file=sys.stderr)
     for move in moves:
-        print(f"{move.at}  {move.alias:<10} {move.from_version or '-':>4} -> {move.to_version:<4} by {move.by}: "
+        print(f"{move.at}  {move.alias:<10} {move.from_version or '-':>4} -> {move.to_version or '-':<4} by {move.by}: "
               f"{move.reason}")
     return 0
 

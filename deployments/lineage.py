@@ -94,7 +94,7 @@ def model_lineage(ref: str, mlflow_block: str | None = None, serving_block: str 
     """
     from deployments.registry_check import open_registry
     from tasks import lineage as L
-    from tasks.mlflow_registry import alias_history, version_at
+    from tasks.mlflow_alias_history import alias_history, version_at
 
     name, alias, version = parse_ref(ref)
     server = open_registry(mlflow_block)
@@ -192,6 +192,6 @@ def render(chain: dict[str, Any]) -> str:
         f"state {f.get('state') or '-'}" + (f" [{f['error']}]" if f.get("error") else ""),
         "started by   " + " ".join(str(started[k]) for k in ("kind", "event", "who", "event_id") if started.get(k)),
     ]
-    lines += [f"history      {m['at']} {m['alias']} {m['from_version'] or '-'} -> {m['to_version']} by {m['by']}: "
-              f"{m['reason']}" for m in chain.get("history", [])]
+    lines += [f"history      {m['at']} {m['alias']} {m['from_version'] or '-'} -> {m['to_version'] or '-'} "
+              f"by {m['by']}: {m['reason']}" for m in chain.get("history", [])]
     return "\n".join(lines)

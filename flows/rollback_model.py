@@ -9,7 +9,8 @@ from pydantic import BaseModel
 from flows.common import DEFAULT_MODEL_NAME, load_mlflow
 from tasks.events import MODEL_ROLLED_BACK, emit_model_event
 from tasks.exceptions import RegistryError
-from tasks.mlflow_registry import CHAMPION, get_alias_version, list_alias_history, rollback_target, set_model_alias
+from tasks.mlflow_alias_history import list_alias_history, rollback_target, set_model_alias
+from tasks.mlflow_registry import CHAMPION, get_alias_version
 from tasks.prefect_artifacts import publish_report
 
 

@@ -21,7 +21,9 @@ from flows.common import model_cache_dir
 from flows.tuning import TrialRunner, run_trials
 from tasks import lineage as L
 from tasks.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
+from tasks.mlflow_alias_history import set_model_alias
 from tasks.mlflow_locks import ModelLock
+from tasks.mlflow_pages import publish_version_page
 from tasks.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -33,7 +35,6 @@ from tasks.mlflow_registry import (
     download_model_version,
     get_alias_version,
     register_model_version,
-    set_model_alias,
     tag_model_version,
 )
 from tasks.mlflow_tracking import log_dataset_input, log_evaluation, log_sklearn_model, log_trial_run
@@ -141,4 +142,5 @@ def gate_and_promote(mlflow_server: MlflowServer, model_name: str, registered: M
         emit_model_event(MODEL_REJECTED, model_name, {
             "version": registered.version, "champion_version": champion.version if champion else None,
             "run_id": run_id, "reasons": verdict.reasons}, key=f"v{registered.version}")
+    publish_version_page(mlflow_server, registered, evaluation, champion_eval, verdict)
     return champion, champion_eval, verdict, aliases

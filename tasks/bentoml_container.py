@@ -1,5 +1,8 @@
 """A bento's container recipe: its Dockerfile (``bentoml.container.get_containerfile``), an image where Docker runs.
 
+The Dockerfile (~90 lines) is stored on the model version's MLflow run (:func:`store_container_recipe`)
+and linked from summaries, never pasted into them.
+
 ``bentoml`` runs in a subprocess with the :class:`BentoMLServing` block's ``BENTOML_HOME``
 (``tasks.bentoml_packaging.run_bentoml``), so the Prefect worker never imports BentoML.
 """
@@ -15,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.bentoml_serving import BentoMLServing
+from blocks.mlflow_server import MlflowServer
 from tasks.bentoml_packaging import BentoInfo, run_bentoml
 from tasks.logs import run_logger
 
@@ -91,3 +95,41 @@ def write_container_recipe(serving: BentoMLServing, bento: BentoInfo, containeri
     # The Dockerfile stays a file (~90 lines): the deploy summary artifact names its path.
     logger.info("Dockerfile of %s at %s. %s", bento.tag, dockerfile, message)
     return ContainerRecipe(bento_tag=bento.tag, dockerfile=str(dockerfile), image=image, message=message)
+
+
+@task(name="store-container-recipe", cache_policy=NO_CACHE)
+def store_container_recipe(mlflow_server: MlflowServer, recipe: ContainerRecipe, run_id: str | None) -> str | None:
+    """Store the bento's Dockerfile on the version's MLflow run (``bento/<bento version>/Dockerfile``); return its link.
+
+    Called after the swap (the model already serves), so a failure is logged and None returned:
+    the summary then names the local file instead.
+
+    Args:
+        mlflow_server: The MLflow block.
+        recipe: The recipe from :func:`write_container_recipe` (nothing stored when its ``dockerfile`` is empty).
+        run_id: The registry version's run (``BentoInfo.run_id``).
+
+    Returns:
+        The MLflow UI link of the artifact (its artifact URI when there is no UI), or None.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def link(recipe: ContainerRecipe, run_id: str) -> str | None:
+        ...     return store_container_recipe(MlflowServer.embedded(), recipe, run_id)
+    """
+    if not recipe.dockerfile or not run_id:
+        return None
+    folder = f"bento/{recipe.bento_tag.split(':', 1)[-1]}"
+    try:
+        client = mlflow_server.get_client()
+        client.log_artifact(run_id, recipe.dockerfile, folder)
+        run = client.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - the model serves; the summary names the local file instead
+        run_logger().warning("Storing the Dockerfile of %s on MLflow run %s failed: %s", recipe.bento_tag, run_id, exc)
+        return None
+    path = f"{folder}/Dockerfile"
+    base = mlflow_server.ui_url()
+    if not base:
+        return f"{run.info.artifact_uri}/{path}"
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/{path}"

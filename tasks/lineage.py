@@ -25,6 +25,8 @@ TAG_CODE_VERSION = "mlops.code.version"
 TAG_FLOW_RUN_ID = "mlops.prefect.flow_run_id"
 TAG_FLOW_RUN_NAME = "mlops.prefect.flow_run_name"
 TAG_DEPLOYMENT = "mlops.prefect.deployment"
+#: The flow run's page in the Prefect UI (``<PREFECT_UI_URL>/runs/flow-run/<id>``); absent without a UI.
+TAG_FLOW_RUN_URL = "mlops.prefect.flow_run_url"
 TAG_ESTIMATOR = "mlops.estimator"
 TAG_PARAMS = "mlops.params"
 TAG_TRAINING_KEY = "mlops.training_key"
@@ -102,9 +104,31 @@ def process_tags() -> dict[str, str]:
     return {TAG_PROCESS_HOST: me["host"], TAG_PROCESS_PID: me["pid"], TAG_PROCESS_STARTED: me["started"]}
 
 
+def prefect_ui_url() -> str | None:
+    """Return the Prefect UI's base URL: ``PREFECT_UI_URL``, else the API URL without ``/api``; None if ephemeral."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    if not ui:
+        api = PREFECT_API_URL.value()
+        ui = api.rstrip("/").removesuffix("/api") if api else None
+    return ui.rstrip("/") if ui else None
+
+
+def flow_run_url(flow_run_id: str | None) -> str | None:
+    """Return the Prefect UI page of a flow run, or None without an id or a UI (ephemeral API).
+
+    Examples:
+        >>> flow_run_url(None) is None
+        True
+    """
+    base = prefect_ui_url()
+    return f"{base}/runs/flow-run/{flow_run_id}" if base and flow_run_id else None
+
+
 @task(name="capture-lineage", cache_policy=NO_CACHE)
 def capture_lineage(trigger: dict[str, Any] | None = None) -> dict[str, str]:
-    """Capture code version, library versions, the Prefect flow run and deployment, the process and the trigger.
+    """Capture code, libraries, the Prefect flow run (id, name, UI link) and deployment, the process, the trigger.
 
     Args:
         trigger: The event or schedule that started this run, if any.
@@ -126,6 +150,9 @@ def capture_lineage(trigger: dict[str, Any] | None = None) -> dict[str, str]:
     tags[TAG_FLOW_RUN_ID] = str(flow_run.id or "")
     tags[TAG_FLOW_RUN_NAME] = str(flow_run.name or "")
     tags[TAG_DEPLOYMENT] = str(deployment.name or "ad-hoc")
+    url = flow_run_url(tags[TAG_FLOW_RUN_ID])
+    if url:
+        tags[TAG_FLOW_RUN_URL] = url
     if trigger:
         tags[TAG_TRIGGER] = json.dumps(trigger, sort_keys=True, default=str)[:4000]
     return tags

@@ -27,13 +27,15 @@ from tasks.logs import run_logger
 TAG_MODEL_KEY = "mlops.model_key"
 #: The LoggedModel id on a registered version (MLflow's SQL registry does not keep a version's model_id).
 TAG_MODEL_ID = "mlops.model_id"
+_RERUN = " (a rerun reuses the LoggedModel of the same run, tag mlops.model_key)"
 
 
-def _wrap(operation: str, mlflow_server: MlflowServer, exc: Exception) -> TrackingServerError:
+def _wrap(operation: str, mlflow_server: MlflowServer, exc: Exception, rerun: str = "") -> TrackingServerError:
+    """Return the one error of a failed MLflow tracking call (also used by tasks/mlflow_tracking.py)."""
     return TrackingServerError(
         f"MLflow {operation} at {mlflow_server.tracking_uri} failed: {type(exc).__name__}: {exc}. Check that the "
-        "tracking server is running and reachable, then rerun: a rerun reuses the LoggedModel of the same run "
-        "(tag mlops.model_key); nothing was registered."
+        "tracking server is running and reachable (e.g. `mlflow server --host 127.0.0.1 --port 5000`) or fix the "
+        f"MLflow block's tracking_uri, then rerun{rerun}; nothing was registered."
     )
 
 
@@ -70,6 +72,21 @@ def _find_logged_model(client: Any, experiment_id: str, key: str) -> Any | None:
     return min(found, key=lambda m: (str(m.status) != "READY", m.creation_timestamp), default=None)
 
 
+def _log_chosen_params(client: Any, run: Any, params: dict[str, Any]) -> None:
+    """Log the chosen hyperparameters as params of the run (MLflow params never change: clashes get ``best.``)."""
+    from mlflow.entities import Param
+
+    have = run.data.params
+    todo = {}
+    for key, value in params.items():
+        text = str(value)[:6000]
+        name = key if have.get(key, text) == text else f"best.{key}"
+        if have.get(name) != text:
+            todo[name] = text
+    if todo:
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in todo.items()])
+
+
 @task(name="log-sklearn-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str, sample_file: str,
                       features: list[str], artifact_path: str = "model",
@@ -90,7 +107,8 @@ def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str,
         sample_file: Data to take the signature and input example from.
         features: Feature columns.
         artifact_path: Name of the LoggedModel.
-        params: Hyperparameters, set as the LoggedModel's params.
+        params: The chosen hyperparameters: the LoggedModel's params, and params of the run (so runs compare on
+            them in the MLflow UI; a name the run already has with another value is logged as ``best.<name>``).
 
     Returns:
         The model URI ``models:/<model_id>`` (the registry version source).
@@ -117,8 +135,9 @@ def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str,
         run = client.get_run(run_id)
         experiment_id = run.info.experiment_id
         logged = _find_logged_model(client, experiment_id, key)
+        _log_chosen_params(client, run, params or {})
     except Exception as exc:
-        raise _wrap("looking up the model of run " + run_id, mlflow_server, exc) from exc
+        raise _wrap("looking up the model of run " + run_id, mlflow_server, exc, _RERUN) from exc
     if logged is not None and str(logged.status) == "READY":
         run_logger().info("Model of run %s already logged as %s", run_id, logged.model_id)
         return f"models:/{logged.model_id}"
@@ -151,7 +170,7 @@ def log_sklearn_model(mlflow_server: MlflowServer, run_id: str, model_path: str,
                 client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         except Exception as exc:
-            raise _wrap("logging the model of run " + run_id, mlflow_server, exc) from exc
+            raise _wrap("logging the model of run " + run_id, mlflow_server, exc, _RERUN) from exc
     run_logger().info("Logged model of run %s as %s at %s", run_id, logged.model_id, logged.artifact_location)
     return f"models:/{logged.model_id}"
 

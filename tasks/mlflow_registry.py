@@ -1,11 +1,7 @@
-"""MLflow model registry: versions, aliases (``champion``, ``challenger``), alias history, rollback.
+"""MLflow model registry: versions, reading aliases (``champion``, ``challenger``), downloading a version.
 
-Every alias move is recorded as a registered-model tag ``mlops.alias_history.<key>``
-holding a JSON :class:`AliasMove` (who, when, from, to, why, flow run), so "what served
-last Tuesday" and ``rollback`` are one call and live with the registry itself. Keys are
-unique per move (time in ns + random suffix), never a read-then-incremented counter, and
-every move runs under the model's registry lock (tasks/mlflow_locks.py), so concurrent
-moves neither overwrite a record nor break the from -> to chain.
+Moving an alias and its recorded history (who, when, from, to, why) live in
+tasks/mlflow_alias_history.py.
 
 Promotion progress is explicit on each version: tag ``mlops.promotion.state`` is
 ``pending`` (registered, not yet gated against the champion under the lock), ``done``
@@ -21,9 +17,7 @@ again returns its existing version. Older versions whose source is a run artifac
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,16 +27,17 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from blocks.mlflow_server import MlflowServer
+from tasks import lineage as L
 from tasks.exceptions import RegistryError
 from tasks.logs import run_logger
-from tasks.mlflow_locks import ModelLock, acquire, release
 from tasks.mlflow_models import TAG_MODEL_ID, logged_model_id, register_logged_model
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-HISTORY_PREFIX = "mlops.alias_history."
 TAG_PROMOTION_STATE = "mlops.promotion.state"
 PENDING, DONE, REJECTED = "pending", "done", "rejected"
+#: Tags of the training process that stay on the run (``mlflow_recovery`` reads them there), not on the version page.
+RUN_ONLY_TAGS = (L.TAG_PROCESS_HOST, L.TAG_PROCESS_PID, L.TAG_PROCESS_STARTED)
 _ADVICE = "Check that the MLflow server is reachable (and the block's credentials), then rerun; nothing was promoted."
 
 
@@ -57,21 +52,6 @@ class ModelVersionInfo(BaseModel):
     aliases: list[str]
     created_at: str
     model_id: str | None = None
-
-
-class AliasMove(BaseModel):
-    """One recorded alias move."""
-
-    seq: int
-    model: str
-    alias: str
-    from_version: str | None
-    to_version: str | None
-    at: str
-    by: str
-    reason: str
-    flow_run_id: str | None = None
-    key: str | None = None
 
 
 def version_info(mv: Any) -> ModelVersionInfo:
@@ -198,7 +178,7 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
         name: Registered model name (created if missing).
         source: ``models:/<model_id>`` of a LoggedModel, or the artifact URI of a model logged to a run.
         run_id: The run that produced it.
-        tags: Lineage tags for the version.
+        tags: Lineage tags for the version (the training process's ``mlops.process.*`` stay on the run).
         description: Version description.
 
     Returns:
@@ -216,6 +196,7 @@ def register_model_version(mlflow_server: MlflowServer, name: str, source: str, 
     from mlflow.exceptions import MlflowException
 
     client = mlflow_server.get_client()
+    tags = {k: v for k, v in tags.items() if k not in RUN_ONLY_TAGS}  # the run (run_id) keeps them
     try:
         try:
             client.get_registered_model(name)
@@ -255,132 +236,6 @@ def tag_model_version(mlflow_server: MlflowServer, name: str, version: str, tags
     client = mlflow_server.get_client()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value)[:5000])
-
-
-def alias_history(mlflow_server: MlflowServer, name: str, alias: str | None = None) -> list[AliasMove]:
-    """Return the recorded alias moves of a model, oldest first.
-
-    Args:
-        mlflow_server: The MLflow block.
-        name: Registered model name.
-        alias: Only moves of this alias.
-
-    Returns:
-        The moves.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tags = mlflow_server.get_client().get_registered_model(name).tags or {}
-    except MlflowException as exc:
-        if _not_found(exc):
-            return []
-        raise RegistryError(f"Reading the alias history of {name!r} failed: {exc}") from exc
-    moves = []
-    for key, value in tags.items():
-        if key.startswith(HISTORY_PREFIX):
-            move = AliasMove.model_validate_json(value)
-            moves.append(move.model_copy(update={"key": key[len(HISTORY_PREFIX):]}))
-    # Old records have 6-digit counters as keys, new ones 20-digit ns times: both sort by (time, key).
-    moves.sort(key=lambda m: (dt.datetime.fromisoformat(m.at), m.key or ""))
-    moves = [m.model_copy(update={"seq": i}) for i, m in enumerate(moves, start=1)]
-    return [m for m in moves if alias is None or m.alias == alias]
-
-
-def version_at(history: list[AliasMove], alias: str, when: dt.datetime) -> str | None:
-    """Return which version an alias pointed to at a moment ("what served last Tuesday")."""
-    current = None
-    for move in history:
-        if move.alias == alias and dt.datetime.fromisoformat(move.at) <= when:
-            current = move.to_version
-    return current
-
-
-@task(name="list-alias-history", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def list_alias_history(mlflow_server: MlflowServer, name: str, alias: str | None = None) -> list[AliasMove]:
-    """List the recorded alias moves of a model, oldest first.
-
-    Args:
-        mlflow_server: The MLflow block.
-        name: Registered model name.
-        alias: Only moves of this alias.
-
-    Returns:
-        The moves.
-
-    Examples:
-        >>> from prefect import flow
-        >>> @flow
-        ... def audit(name: str) -> int:
-        ...     return len(list_alias_history(MlflowServer.embedded(), name, "champion"))
-    """
-    return alias_history(mlflow_server, name, alias)
-
-
-@task(name="set-model-alias", cache_policy=NO_CACHE)
-def set_model_alias(mlflow_server: MlflowServer, name: str, alias: str, version: str, reason: str,
-                    flow_run_id: str | None = None, lock: ModelLock | None = None) -> AliasMove:
-    """Point an alias at a version and record the move (who, when, from, to, why), under the model's lock.
-
-    Args:
-        mlflow_server: The MLflow block.
-        name: Registered model name.
-        alias: Alias to move (``champion``, ``challenger``).
-        version: Version it now points to.
-        reason: Why (recorded with the move).
-        flow_run_id: Prefect flow run that moved it.
-        lock: The model's registry lock if the caller holds it; None takes (and releases) it here.
-
-    Returns:
-        The recorded move.
-
-    Raises:
-        RegistryError: If the version does not exist or the registry fails.
-
-    Examples:
-        >>> from prefect import flow
-        >>> @flow
-        ... def promote(version: str) -> None:
-        ...     set_model_alias(MlflowServer.embedded(), "churn-classifier", "champion", version, "passed the gate")
-    """
-    held = lock or acquire(mlflow_server, name, flow_run_id)
-    try:
-        move = move_alias(mlflow_server, name, alias, str(version), reason, flow_run_id)
-    finally:
-        if lock is None:
-            release(mlflow_server, held)
-    run_logger().info("Alias %s of %s: %s -> %s (%s)", alias, name, move.from_version, version, reason)
-    return move
-
-
-def move_alias(mlflow_server: MlflowServer, name: str, alias: str, version: str, reason: str,
-               flow_run_id: str | None = None) -> AliasMove:
-    """Move an alias and record the move under a unique key; call it only while holding the model's lock."""
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow_server.get_client()
-    previous = alias_version(mlflow_server, name, alias)
-    now = dt.datetime.now(dt.UTC)
-    key = f"{time.time_ns():020d}.{uuid.uuid4().hex[:8]}"
-    move = AliasMove(seq=0, model=name, alias=alias, from_version=previous.version if previous else None,
-                     to_version=str(version), at=now.isoformat(), by=getpass.getuser(), reason=reason[:1000],
-                     flow_run_id=flow_run_id, key=key)
-    try:
-        client.set_registered_model_alias(name, alias, str(version))
-        client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{key}", move.model_dump_json(exclude={"key"}))
-        client.set_model_version_tag(name, str(version), f"mlops.alias.{alias}.since", move.at)
-    except MlflowException as exc:
-        raise RegistryError(f"Moving alias {alias!r} of {name!r} to version {version} failed: {exc}. The alias "
-                            f"may or may not have moved; rerun to complete it. {_ADVICE}") from exc
-    return move
-
-
-def rollback_target(history: list[AliasMove], current: str | None, alias: str = CHAMPION) -> str | None:
-    """Return the version that served before ``current`` under ``alias``, from the history."""
-    for move in reversed(history):
-        if move.alias == alias and move.to_version == current and move.from_version not in (None, current):
-            return move.from_version
-    return None
 
 
 @task(name="download-model-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -431,3 +286,16 @@ def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInf
     found.parent.rename(target)  # complete copies only: a killed download never looks cached
     shutil.rmtree(partial, ignore_errors=True)
     return str(target)
+
+
+_MOVED = {"AliasMove", "HISTORY_PREFIX", "alias_history", "version_at", "list_alias_history", "set_model_alias",
+          "move_alias", "rollback_target"}
+
+
+def __getattr__(name: str) -> object:
+    """Keep ``from tasks.mlflow_registry import set_model_alias`` (moved to tasks/mlflow_alias_history.py) working."""
+    if name in _MOVED:
+        import tasks.mlflow_alias_history as history
+
+        return getattr(history, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,22 +17,19 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.mlflow_server import MlflowServer
-from tasks.exceptions import TrackingServerError
+from tasks import lineage as L
 from tasks.logs import run_logger
-from tasks.mlflow_models import log_sklearn_model, logged_model_id, pinned_requirements  # noqa: F401
+from tasks.mlflow_models import (  # noqa: F401 - log_sklearn_model, pinned_requirements: importable from here
+    _wrap,
+    log_sklearn_model,
+    logged_model_id,
+    pinned_requirements,
+)
 from tasks.model_evaluation import Evaluation
 from tasks.sklearn_training import TrialResult
 
 #: ``<parent run id>/<trial index>``: one nested run per trial, also across retries.
 TAG_TRIAL_KEY = "mlops.trial_key"
-
-
-def _wrap(operation: str, mlflow_server: MlflowServer, exc: Exception) -> TrackingServerError:
-    return TrackingServerError(
-        f"MLflow {operation} at {mlflow_server.tracking_uri} failed: {exc}. Check that the tracking server is "
-        "running and reachable (e.g. `mlflow server --host 127.0.0.1 --port 5000`) or fix the MLflow block's "
-        "tracking_uri, then rerun; nothing was registered."
-    )
 
 
 @task(name="check-tracking-server", cache_policy=NO_CACHE)
@@ -100,7 +97,10 @@ def start_pipeline_run(mlflow_server: MlflowServer, experiment_id: str, run_name
     """
     from mlflow.entities import Param
 
+    from tasks.mlflow_pages import NOTE_TAG, run_note
+
     client = mlflow_server.get_client()
+    tags = {NOTE_TAG: run_note(f"training {tags.get(L.TAG_MODEL_NAME) or run_name}: running", tags), **tags}
     try:
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
@@ -140,7 +140,8 @@ def log_trial_run(mlflow_server: MlflowServer, experiment_id: str, parent_run_id
             f"tags.`{TAG_TRIAL_KEY}` = '{key}' and tags.`mlflow.parentRunId` = '{parent_run_id}'"))
         run = found[0] if found else client.create_run(
             experiment_id, run_name=f"trial-{trial.trial}",
-            tags={"mlflow.parentRunId": parent_run_id, "mlops.estimator": estimator, TAG_TRIAL_KEY: key})
+            tags={"mlflow.parentRunId": parent_run_id, "mlops.estimator": estimator, TAG_TRIAL_KEY: key,
+                  **_prefect_tags(client.get_run(parent_run_id).data.tags, trial)})
         if run.info.status == "FINISHED":
             return run.info.run_id
         now = int(time.time() * 1000)
@@ -153,6 +154,14 @@ def log_trial_run(mlflow_server: MlflowServer, experiment_id: str, parent_run_id
     except Exception as exc:
         raise _wrap(f"log trial {trial.trial}", mlflow_server, exc) from exc
     return run.info.run_id
+
+
+def _prefect_tags(parent: dict[str, str], trial: TrialResult) -> dict[str, str]:
+    """Return the parent run's Prefect links (flow run, its UI page, deployment) and a note for a trial run."""
+    from tasks.mlflow_pages import NOTE_TAG, prefect_links
+
+    keep = {k: v for k, v in parent.items() if k.startswith("mlops.prefect.")}
+    return {**keep, NOTE_TAG: f"Trial {trial.trial} of the tuning: `{trial.params}`.\n\n{prefect_links(parent)}."}
 
 
 @task(name="log-dataset-input", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -235,9 +244,30 @@ def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluat
     metrics = [m for m in metrics if m.key not in present]
     for start in range(0, len(metrics), 900):
         client.log_batch(run_id, metrics=metrics[start:start + 900])
-    client.log_dict(run_id, evaluation.model_dump(mode="json"), "evaluation/evaluation.json")
+    client.log_dict(run_id, evaluation_document(evaluation), "evaluation/evaluation.json")
     for plot in evaluation.plots:
         client.log_artifact(run_id, plot, "plots")
+
+
+def evaluation_document(evaluation: Evaluation) -> dict[str, Any]:
+    """Return ``evaluation.json``: plots as artifact paths of the run; absent sections say where they are, or why."""
+    doc = evaluation.model_dump(mode="json", exclude={"plot_data"})
+    doc["plots"] = [f"plots/{Path(p).name}" for p in evaluation.plots]
+    see = {"gate": "the version's tags mlops.gate.verdict / mlops.gate.reasons / mlops.gate.compared"}
+    if evaluation.slice_metrics:
+        see["slices"] = "also run metrics slice.<column>.<value>.<metric> and slice_gap.<column>"
+    else:
+        del doc["slice_metrics"], doc["slice_gaps"]
+        see["slices"] = "not computed: the promotion policy names no slice columns present in the test data"
+    if evaluation.fairness:
+        see["fairness"] = "also run metrics fairness.*"
+    else:
+        del doc["fairness"]
+        see["fairness"] = "not computed: the promotion policy names no sensitive attribute present in the test data"
+    if not doc.get("importance"):
+        doc.pop("importance", None)
+    doc["see"] = see
+    return doc
 
 
 @task(name="finish-pipeline-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

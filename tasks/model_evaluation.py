@@ -18,6 +18,7 @@ from blocks.task_metrics import class_labels, defaults_for, plain_label
 from blocks.task_metrics import positive_label as default_positive
 from tasks.exceptions import ModelUnscorableError, RegistryError
 from tasks.logs import run_logger
+from tasks.model_plots import PlotData, collect_plot_data, render_plots
 from tasks.model_scoring import class_probabilities, fairness_report, matches, score_predictions
 from tasks.sample_data import read_frame
 
@@ -41,6 +42,10 @@ class Evaluation(BaseModel):
     positive_label: Any = None
     features: list[str] = []
     test_digest: str = ""
+    #: Permutation importance on the test split, by original column name (empty without plots).
+    importance: dict[str, float] = {}
+    #: The numbers behind the plots, to draw them again with the version and the champion (tasks/model_plots.py).
+    plot_data: PlotData | None = None
 
 
 def load_model(model_path: str) -> Any:
@@ -107,77 +112,13 @@ def _check_scorable(model: Any, frame: pd.DataFrame, features: list[str], task_t
                                        f"training label set {classes}: their labels differ.")
 
 
-def _plots(task_type: str, model: Any, frame: pd.DataFrame, target: str, pred: np.ndarray,
-           score: np.ndarray | None, plot_dir: Path, positive: Any = None) -> list[str]:
-    # Figure objects, not pyplot: pyplot's global state is not thread-safe.
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
-
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    paths: list[str] = []
-
-    def save(fig: Figure, name: str) -> None:
-        path = plot_dir / name
-        fig.savefig(path, dpi=80, bbox_inches="tight")
-        paths.append(str(path))
-
-    y = frame[target].to_numpy()
-    if task_type != "regression":
-        fig = Figure(figsize=(4, 4))
-        ConfusionMatrixDisplay.from_predictions([str(v) for v in y], [str(v) for v in pred], ax=fig.subplots(),
-                                                colorbar=False)
-        save(fig, "confusion_matrix.png")
-        truth = matches(y, positive)
-        if score is not None and task_type == "binary" and truth.any() and not truth.all():
-            fig = Figure(figsize=(4, 4))
-            RocCurveDisplay.from_predictions(truth, score, ax=fig.subplots())
-            save(fig, "roc_curve.png")
-            fig = Figure(figsize=(4, 4))
-            PrecisionRecallDisplay.from_predictions(truth, score, ax=fig.subplots())
-            save(fig, "pr_curve.png")
-    else:
-        fig = Figure(figsize=(5, 4))
-        ax = fig.subplots()
-        ax.scatter(pred, y - pred, s=4, alpha=0.4)
-        ax.axhline(0, color="grey")
-        ax.set_xlabel("prediction")
-        ax.set_ylabel("residual")
-        save(fig, "residuals.png")
-    importance = _feature_importance(model)
-    if importance is not None:
-        top = importance.abs().sort_values().tail(15)
-        fig = Figure(figsize=(6, 4))
-        ax = fig.subplots()
-        ax.barh(top.index, top.values)
-        ax.set_title("feature importance")
-        save(fig, "feature_importance.png")
-    return paths
-
-
-def _feature_importance(model: Any) -> pd.Series | None:
-    import numpy as np
-    import pandas as pd
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    values = getattr(final, "feature_importances_", None)
-    if values is None and hasattr(final, "coef_"):
-        values = np.abs(np.ravel(final.coef_)) if np.ndim(final.coef_) == 1 or final.coef_.shape[0] == 1 else None
-    if values is None:
-        return None
-    try:
-        names = model[:-1].get_feature_names_out()
-    except (AttributeError, TypeError, ValueError, IndexError):
-        names = [f"f{i}" for i in range(len(values))]
-    if len(names) != len(values):
-        return None
-    return pd.Series(values, index=list(names))
-
-
 @task(name="evaluate-model", cache_policy=NO_CACHE)
 def evaluate_model(model_path: str, test_file: str, target: str, task_type: str, features: list[str],
                    slice_columns: list[str] | None = None, sensitive_attribute: str | None = None,
                    primary_metric: str | None = None, min_slice_rows: int = 30,
                    plot_dir: str | None = None, label: str = "challenger", classes: list[Any] | None = None,
-                   positive_label: Any = None, fairness_metric: str | None = None) -> Evaluation:
+                   positive_label: Any = None, fairness_metric: str | None = None,
+                   title: str | None = None, curves: bool = False) -> Evaluation:
     """Evaluate a model on a test file: metrics, per-slice metrics and gaps, fairness, plots.
 
     Args:
@@ -196,6 +137,9 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
         classes: The training label set (None: the labels of the test set and predictions).
         positive_label: The positive label of a binary task (None: from ``classes``).
         fairness_metric: fairlearn metric for classifiers (None: demographic parity difference).
+        title: Title of the plots (None: the label and the estimator's class).
+        curves: Keep the numbers behind the plots (``plot_data``, without importances) even without
+            ``plot_dir``: the champion's curves, overlaid on the challenger's plots.
 
     Returns:
         The evaluation.
@@ -251,11 +195,18 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
     score = None
     if proba is not None and task_type == "binary":
         score = proba[:, [str(c) for c in classes].index(str(positive))]
-    plots = _plots(task_type, model, frame, target, pred, score, Path(plot_dir), positive) if plot_dir else []
+    plot_data, plots = None, []
+    if plot_dir or curves:
+        truth = matches(y, positive) if task_type == "binary" else None
+        plot_data = collect_plot_data(task_type, model, x, y, pred, score, truth, importance=bool(plot_dir))
+    if plot_dir and plot_data is not None:
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        plots = render_plots(plot_data, plot_dir, title or f"{label}: {type(final).__name__}, {len(frame)} test rows")
     logger.info("%s on %d test rows: %s", label, len(frame), {k: round(v, 4) for k, v in metrics.items()})
     return Evaluation(model=label, rows=len(frame), metrics=metrics, slice_metrics=slices, slice_gaps=gaps,
                       fairness=fairness, plots=plots, task_type=task_type, classes=classes,
-                      positive_label=positive, features=features, test_digest=file_digest(test_file))
+                      positive_label=positive, features=features, test_digest=file_digest(test_file),
+                      importance=plot_data.importance if plot_data else {}, plot_data=plot_data)
 
 
 class ChampionScore(BaseModel):
@@ -302,7 +253,7 @@ def evaluate_champion(model_dir: str, test_file: str, target: str, task_type: st
     try:
         return ChampionScore(evaluation=evaluate_model.fn(
             model_dir, test_file, target, task_type, features, slice_columns, sensitive_attribute, primary_metric,
-            min_slice_rows, None, "champion", classes, positive_label, fairness_metric))
+            min_slice_rows, None, "champion", classes, positive_label, fairness_metric, curves=True))
     except ModelUnscorableError as exc:
         run_logger().warning("Champion cannot be scored on this test set: %s", exc)
         return ChampionScore(unscorable=str(exc))

@@ -20,7 +20,7 @@ from blocks.promotion_policy import PromotionPolicy
 from flows.continuous_training import continuous_training
 from flows.rollback_model import rollback_model
 from tasks.exceptions import DataValidationError, RegistryError, TrackingServerError, TrainingConfigError
-from tasks.mlflow_registry import alias_history, version_at
+from tasks.mlflow_alias_history import alias_history, version_at
 from tasks.sklearn_training import TrainingSpec
 
 SMALL = TrainingSpec(search_space={"C": [0.1, 1.0]})

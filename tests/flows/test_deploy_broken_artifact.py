@@ -17,7 +17,8 @@ import pytest
 
 from flows.deploy_model import TAG_FAILED_REASON, deploy_model
 from tasks.exceptions import ServingError
-from tasks.mlflow_registry import alias_history, register_model_version, set_model_alias, version_info
+from tasks.mlflow_alias_history import alias_history, set_model_alias
+from tasks.mlflow_registry import register_model_version, version_info
 from tasks.serving_endpoint import serving_status, stop_serving
 
 pytest.register_assert_rewrite("serving_fixtures")

@@ -16,7 +16,7 @@ import pytest
 from flows.deploy_model import TAG_FAILED_REASON, deploy_model
 from tasks.exceptions import ServingError
 from tasks.inference_log import read_inference_log
-from tasks.mlflow_registry import alias_history, set_model_alias
+from tasks.mlflow_alias_history import alias_history, set_model_alias
 from tasks.serving_endpoint import serving_status, stop_serving
 from tasks.system import process_alive
 

@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from servers import wait_until
 
 from blocks.mlflow_server import MlflowServer
+from tasks.mlflow_alias_history import alias_history
 from tasks.mlflow_locks import lock_name
-from tasks.mlflow_registry import alias_history
 from tasks.sklearn_training import TrainingSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def test_concurrent_alias_moves_keep_one_record_each_and_an_unbroken_chain(mlflo
     for _ in range(4):
         client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
     script = ("from blocks.mlflow_server import MlflowServer\n"
-              "from tasks.mlflow_registry import set_model_alias\n"
+              "from tasks.mlflow_alias_history import set_model_alias\n"
               f"server = MlflowServer(tracking_uri={mlflow_server.url!r})\n"
               "for i in range({moves}):\n"
               "    set_model_alias.fn(server, {name!r}, 'champion', str((W + i) % 4 + 1),\n"

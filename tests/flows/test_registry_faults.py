@@ -27,8 +27,8 @@ from blocks.promotion_policy import PromotionPolicy
 from flows.common import model_cache_dir
 from flows.continuous_training import continuous_training
 from tasks.exceptions import RegistryError
+from tasks.mlflow_alias_history import alias_history
 from tasks.mlflow_locks import model_lock
-from tasks.mlflow_registry import alias_history
 from tasks.sklearn_training import TrainingSpec
 
 SMALL = TrainingSpec(search_space={"C": [0.1, 1.0]})
