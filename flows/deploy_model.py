@@ -12,20 +12,18 @@ from pydantic import BaseModel
 from blocks.bentoml_serving import BentoMLServing
 from blocks.mlflow_server import MlflowServer
 from flows.common import DEFAULT_MODEL_NAME, load_mlflow, model_cache_dir
-from tasks.bentoml_container import ContainerRecipe, write_container_recipe
+from tasks.bentoml_container import ContainerRecipe, store_container_recipe, write_container_recipe
 from tasks.bentoml_packaging import BentoInfo, BrokenModelArtifactError, build_bento, resolve_model_version
 from tasks.bentoml_serving import ensure_front, start_bento_server, stop_bento_server, switch_live_backend
 from tasks.bentoml_supervisor import ensure_supervisor, heal_serving_endpoint
 from tasks.events import DEPLOYMENT_FAILED, MODEL_DEPLOYED, emit_model_event
 from tasks.exceptions import PackagingError, ServingError
+from tasks.mlflow_alias_history import list_alias_history, rollback_target, set_model_alias
 from tasks.mlflow_registry import (
     CHAMPION,
     ModelVersionInfo,
     download_model_version,
     get_alias_version,
-    list_alias_history,
-    rollback_target,
-    set_model_alias,
     tag_model_version,
 )
 from tasks.prefect_artifacts import publish_report
@@ -279,13 +277,18 @@ def _record_deployed(mlflow_server: MlflowServer, serving: BentoMLServing, targe
         previous_bento=switch.previous.bento_tag if switch.previous else None, since=switch.since,
         run_id=target.run_id, data_rev=bento.data_rev, dockerfile=recipe.dockerfile, image=recipe.image,
         container_message=recipe.message, backend_pid=backend.pid)
+    dockerfile_link = store_container_recipe(mlflow_server, recipe, target.run_id)
+    dockerfile = f"[{bento.tag}]({dockerfile_link}) (on the MLflow run)" if dockerfile_link else \
+        f"`{recipe.dockerfile or '-'}`"
     publish_report(f"{model_name}-deployment",
                    f"# {model_name}: v{target.version} serves at {switch.url}\n\n```\n{summary.render()}\n```\n\n"
-                   f"Dockerfile: `{recipe.dockerfile}`\n\nContainer: {recipe.message}\n\n"
+                   f"Dockerfile: {dockerfile}\n\nContainer: {recipe.message}\n\n"
                    f"Supervisor: {watch}\n\n"
                    f"Labels: `{bento.labels}`",
                    [{"field": k, "value": str(v)} for k, v in summary.model_dump().items()],
-                   {"Live endpoint": f"{switch.url}/model"})
+                   {"Live endpoint": f"{switch.url}/model", "Dockerfile": dockerfile_link or ""},
+                   description=f"v{target.version} serves at {switch.url}"
+                   + (f" (was v{summary.previous_version})" if summary.previous_version else ""))
     print(summary.render())
     return summary
 

@@ -286,16 +286,3 @@ def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInf
     found.parent.rename(target)  # complete copies only: a killed download never looks cached
     shutil.rmtree(partial, ignore_errors=True)
     return str(target)
-
-
-_MOVED = {"AliasMove", "HISTORY_PREFIX", "alias_history", "version_at", "list_alias_history", "set_model_alias",
-          "move_alias", "rollback_target"}
-
-
-def __getattr__(name: str) -> object:
-    """Keep ``from tasks.mlflow_registry import set_model_alias`` (moved to tasks/mlflow_alias_history.py) working."""
-    if name in _MOVED:
-        import tasks.mlflow_alias_history as history
-
-        return getattr(history, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

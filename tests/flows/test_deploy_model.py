@@ -97,7 +97,7 @@ def test_deploy_serves_the_champion_on_the_stable_url(first: Any, block: Any, se
     assert first.status == "deployed" and first.model_version == "1" and first.previous_version is None
     assert first.url == block.endpoint_url() and first.dockerfile and Path(first.dockerfile).is_file()
     summary_artifact = latest_artifact(f"{serving_registry.model}-deployment-summary") or ""
-    assert "v1 serves at" in summary_artifact and f"Dockerfile: `{first.dockerfile}`" in summary_artifact
+    assert "v1 serves at" in summary_artifact and f"Dockerfile: [{first.bento}](" in summary_artifact  # on MLflow
     assert latest_artifact(f"{serving_registry.model}-dockerfile") is None  # the file is named, not pasted (issue 9)
     response = httpx.post(f"{first.url}/predict", json=sample_record(serving_registry))
     assert response.status_code == 200 and response.json()["model_version"] == "1"
