@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel
+from prefect.states import Completed
+from pydantic import BaseModel, computed_field
 
 from blocks.dvc_repository import DvcRepository
 from blocks.mlflow_server import MlflowServer
@@ -27,12 +28,14 @@ from tasks.dvc_data import pull_dataset
 from tasks.events import DATA_QUALITY_FAILED, DRIFT_DETECTED, PERFORMANCE_DECAYED, emit_model_event
 from tasks.evidently_drift import DriftSummary
 from tasks.evidently_monitoring import run_drift_report
+from tasks.evidently_reports import drift_table
 from tasks.exceptions import MonitoringError
 from tasks.mlflow_registry import CHAMPION, ModelVersionInfo, download_model_version, get_alias_version
 from tasks.mlflow_tracking import log_report_files
 from tasks.monitoring_data import WindowFile, export_inference_window, score_reference, window_bounds
+from tasks.monitoring_links import artifact_url, model_version_link, run_link
 from tasks.monitoring_performance import PerformanceSummary, evaluate_performance
-from tasks.prefect_artifacts import publish_report
+from tasks.prefect_artifacts import publish_report, tag_flow_run
 from tasks.prefect_assets import model_asset, record_materialization, report_asset
 
 
@@ -54,6 +57,8 @@ class MonitoringSummary(BaseModel):
     events: list[str] = []
     notes: list[str] = []
     report_html: str | None = None
+    report_url: str | None = None
+    links: dict[str, str] = {}
 
     @classmethod
     def no_champion(cls, model_name: str, start: str, end: str) -> MonitoringSummary:
@@ -63,13 +68,35 @@ class MonitoringSummary(BaseModel):
 
     @classmethod
     def of_window(cls, model_name: str, champion: ModelVersionInfo, task_type: str, window: WindowFile,
-                  drift: DriftSummary, performance: PerformanceSummary | None, events: list[str]) -> MonitoringSummary:
+                  drift: DriftSummary, performance: PerformanceSummary | None, events: list[str],
+                  links: dict[str, str]) -> MonitoringSummary:
         """Return the summary of the checks of one window against the champion."""
         return cls(model_name=model_name, champion_version=champion.version, window_start=window.start,
                    window_end=window.end, rows=window.rows, labeled_rows=window.labeled_rows,
                    verdict=_verdict(drift, performance), task_type=task_type, time_basis=window.time_basis,
                    time_column=window.time_column, drift=drift, performance=performance, events=events,
-                   notes=[n for n in [window.note] if n], report_html=drift.html_path)
+                   notes=[n for n in [window.note] if n], report_html=drift.html_path,
+                   report_url=links.get("Evidently report"), links=links)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def headline(self) -> str:
+        """The verdict in one line: ``drift 5/10 columns, roc_auc -0.116`` / ``healthy: 0/10 columns drifted``."""
+        if self.verdict == "no_champion":
+            return f"no champion of {self.model_name} to monitor"
+        if self.drift is None or self.drift.verdict == "not_enough_data":
+            return f"not enough data: {self.rows} rows in the window"
+        drifted, tested = len(self.drift.drifted_columns), len(self.drift.column_scores)
+        perf = self.performance
+        change = (f"{perf.primary_metric} {perf.current_value - perf.baseline_value:+.3f}"
+                  if perf is not None and perf.current_value is not None and perf.baseline_value is not None else "")
+        if "drift" in self.verdict:
+            parts = [f"drift {drifted}/{tested} columns", ("decay " if "decay" in self.verdict else "") + change]
+        elif self.verdict == "decay":
+            parts = [f"decay {change}", f"{drifted}/{tested} columns drifted"]
+        else:
+            parts = [f"{self.verdict}: {drifted}/{tested} columns drifted", change]
+        return ", ".join(p.strip() for p in parts if p.strip())
 
     def render(self) -> str:
         """Return a readable one-paragraph summary; a missing verdict says exactly which condition is unmet."""
@@ -84,9 +111,22 @@ class MonitoringSummary(BaseModel):
         window = f"{self.window_start} .. {self.window_end} by " + (
             f"event time '{self.time_column}'" if self.time_basis == "event" else "arrival time")
         notes = "".join(f"; note: {n}" for n in self.notes)
+        if self.drift is not None and self.drift.verdict != "not_enough_data":
+            notes += f"; why: {_share_line(self.drift)}"
         return (f"monitor {self.model_name} v{self.champion_version} ({self.task_type or '-'}): {self.verdict} on "
                 f"{self.rows} requests ({self.labeled_rows} labelled), window {window}; drift: {drift}; "
                 f"performance: {perf}; events: {', '.join(self.events) or '-'}{notes}")
+
+
+def _share_line(drift: DriftSummary) -> str:
+    """Why "healthy" can coexist with drifted columns: the dataset-drift share against its threshold."""
+    drifted, tested = len(drift.drifted_columns), len(drift.column_scores)
+    below = drift.drift_share < drift.drift_share_threshold
+    return (f"{drifted} of {tested} columns drifted ({drift.drift_share:.0%}), "
+            f"{'below' if below else 'at or above'} the dataset-drift share {drift.drift_share_threshold:.0%} of the "
+            f"monitoring policy, so the dataset {'counts as not drifted' if below else 'has drifted'}"
+            + (" although some columns did" if below and drifted else "")
+            + (" (the prediction drifted too)" if drift.prediction_drift else "") + ".")
 
 
 def _verdict(drift: DriftSummary | None, performance: PerformanceSummary | None) -> str:
@@ -135,12 +175,18 @@ def _scored_reference(mlflow_server: MlflowServer, data_repo: DvcRepository, mod
                            str(home / "cache" / "reference" / f"{model_name}-v{champion.version}.parquet"))
 
 
-def _check_window(scored: str, window: WindowFile, policy: MonitoringPolicy, info: dict[str, Any], out_dir: Path
-                  ) -> tuple[DriftSummary, PerformanceSummary | None]:
+def _check_window(scored: str, window: WindowFile, policy: MonitoringPolicy, info: dict[str, Any], out_dir: Path,
+                  champion: ModelVersionInfo) -> tuple[DriftSummary, PerformanceSummary | None]:
     """Run the checks: drift and data quality (Evidently), then performance where the window has rows."""
+    header = {"model": champion.name, "version": champion.version,
+              "reference data rev": f"{champion.tags.get(L.TAG_DATA_REV, '?')[:12]} "
+                                    f"({champion.tags.get(L.TAG_DATA_PATH, '?')})",
+              "window": f"{window.start} .. {window.end} ({window.time_basis} time)",
+              "labelled rows": f"{window.labeled_rows:,}"}
+    quality = {"task_type": info["task_type"], "label": "label", "positive_label": info["positive_label"]}
     drift = run_drift_report(scored, window.path, policy, str(out_dir), columns=info["features"],
                              prediction_column="prediction", column_roles=info["roles"],
-                             time_column=info["time_column"])
+                             time_column=info["time_column"], header=header, quality=quality)
     performance = None
     if window.rows:
         performance = evaluate_performance(window.path, "label", "prediction",
@@ -150,21 +196,34 @@ def _check_window(scored: str, window: WindowFile, policy: MonitoringPolicy, inf
     return drift, performance
 
 
+def _origin(report_url: str | None) -> dict[str, Any]:
+    """Payload keys that let a triggered retrain link back: this monitor run, its UI page, the report."""
+    from prefect.runtime import flow_run
+    from prefect.utilities.urls import url_for
+
+    # Not flow_run.ui_url: Prefect 3.8 builds it as /flow-runs/flow-run/<id>, a page the UI does not have.
+    run_id = str(flow_run.id) if flow_run.id else None
+    return {"monitor_flow_run_id": run_id, "report_url": report_url,
+            "monitor_flow_run_url": url_for("flow-run", obj_id=run_id, url_type="ui") if run_id else None}
+
+
 def _emit_breaches(model_name: str, champion_version: str, window: WindowFile, drift: DriftSummary,
-                   performance: PerformanceSummary | None) -> list[str]:
+                   performance: PerformanceSummary | None, report_url: str | None) -> list[str]:
     """Emit one Prefect event per breach (drift, decay, data quality); return the names emitted."""
     events: list[str] = []
     window_info: dict[str, Any] = {"start": window.start, "end": window.end, "rows": window.rows,
                                    "time_basis": window.time_basis, "first_arrival": window.first_arrival}
+    origin = _origin(report_url)
     if drift.verdict == "drift":
         emit_model_event(DRIFT_DETECTED, model_name, {
             "drift_share": drift.drift_share, "drifted_columns": drift.drifted_columns, "window": window_info,
-            "report": drift.html_path, "champion_version": champion_version})
+            "report": drift.html_path, "champion_version": champion_version, **origin})
         events.append(DRIFT_DETECTED)
     if performance is not None and performance.decayed:
         emit_model_event(PERFORMANCE_DECAYED, model_name, {
             "metric": performance.primary_metric, "value": performance.current_value,
-            "baseline": performance.baseline_value, "window": window_info, "champion_version": champion_version})
+            "baseline": performance.baseline_value, "window": window_info, "champion_version": champion_version,
+            **origin})
         events.append(PERFORMANCE_DECAYED)
     if drift.quality_issues:
         emit_model_event(DATA_QUALITY_FAILED, model_name, {"issues": drift.quality_issues, "window": window_info})
@@ -181,15 +240,32 @@ def _record_report(mlflow_server: Any, model_name: str, version: str, rows: int,
                                upstream=[registry])
 
 
+def _links(mlflow_server: MlflowServer, champion: ModelVersionInfo, stored: list[str]) -> dict[str, str]:
+    """MLflow links of the run: the champion's run and version, the report as stored on its run."""
+    html = next((p for p in stored if p.endswith(".html")), None)
+    links = {"MLflow run": run_link(mlflow_server, champion.run_id) if champion.run_id else None,
+             "Model version": model_version_link(mlflow_server, champion.name, champion.version),
+             "Evidently report": artifact_url(mlflow_server, champion.run_id, html) if html and champion.run_id
+             else None}
+    return {title: url for title, url in links.items() if url}
+
+
 def _publish_summary(summary: MonitoringSummary, drift: DriftSummary) -> None:
-    """Publish a Prefect artifact with the verdict, the quality issues and the per-column drift table."""
-    table = [{"column": c, "method": drift.column_methods.get(c), "score": round(s, 5),
-              "drifted": c in drift.drifted_columns} for c, s in sorted(drift.column_scores.items())]
+    """Publish Prefect artifacts: the verdict with links, quality issues, and the drift table (most drifted first)."""
+    links = "".join(f"- {title}: [{url}]({url})\n" for title, url in summary.links.items())
+    if "Evidently report" not in summary.links and drift.html_path:
+        links += f"- Evidently report (local file; the MLflow store is not a server): `{drift.html_path}`\n"
+    why = f"**Why this verdict:** {_share_line(drift)}\n\n" if drift.verdict != "not_enough_data" else ""
+    table = drift_table(drift)
     publish_report(f"{summary.model_name}-monitoring",
-                   f"# {summary.model_name} monitoring: {summary.verdict}\n\n{summary.render()}\n\n"
-                   f"Evidently report: `{drift.html_path}`\n\n"
+                   f"# {summary.model_name} v{summary.champion_version} monitoring: {summary.headline}\n\n"
+                   f"{why}{links}\n{summary.render()}\n\n"
+                   + ("Drift table: drifted first, then by effect size (PSI: < 0.1 stable, 0.1-0.25 moderate, "
+                      "> 0.25 large); score = the test's p-value (drifted when <= threshold) or distance.\n\n"
+                      if table else "")
                    + "\n".join(f"- quality: {q}" for q in drift.quality_issues)
-                   + "".join(f"\n- not tested: {c}: {why}" for c, why in drift.skipped_columns.items()), table)
+                   + "".join(f"\n- not tested: {c}: {why}" for c, why in drift.skipped_columns.items()), table,
+                   description=f"{summary.model_name} v{summary.champion_version}: {summary.headline}")
 
 
 @flow(name="monitor-model", log_prints=True)
@@ -231,7 +307,9 @@ def monitor_model(
             hours before now (None: the whole log).
 
     Returns:
-        A :class:`MonitoringSummary`.
+        A :class:`MonitoringSummary`. The run ends Completed with the verdict as its state message
+        (e.g. ``drift 5/10 columns, roc_auc -0.116``) and tags ``drift`` / ``decay`` / ``healthy`` /
+        ``not-enough-data``; the monitoring artifacts carry the same line as their description.
 
     Raises:
         MonitoringError: If the policy's metric does not fit the champion, or the champion has no
@@ -261,15 +339,18 @@ def monitor_model(
     arrival_start = window_bounds(arrival_lookback_hours)[0] if arrival_lookback_hours else None
     window = export_inference_window(log_dir, model_name, start, end, str(out_dir / "window.parquet"),
                                      time_column=info["time_column"], arrival_start=arrival_start)
-    drift, performance = _check_window(scored, window, policy, info, out_dir)
-    if champion.run_id:
-        log_report_files(mlflow_server, champion.run_id, [drift.html_path or "", drift.json_path or ""],
-                         f"monitoring/{stamp}")
-    events = _emit_breaches(model_name, champion.version, window, drift, performance) if emit_events else []
+    drift, performance = _check_window(scored, window, policy, info, out_dir, champion)
+    stored = log_report_files(mlflow_server, champion.run_id, [drift.html_path or "", drift.json_path or ""],
+                              f"monitoring/{stamp}") if champion.run_id else []
+    links = _links(mlflow_server, champion, stored)
+    events = (_emit_breaches(model_name, champion.version, window, drift, performance,
+                             links.get("Evidently report")) if emit_events else [])
     _record_report(mlflow_server, model_name, champion.version, window.rows, drift)
 
     summary = MonitoringSummary.of_window(model_name, champion, info["task_type"], window, drift, performance,
-                                          events)
+                                          events, links)
     _publish_summary(summary, drift)
+    tag_flow_run([v.replace("_", "-") for v in summary.verdict.split("+")])  # shown on the runs list
     print(summary.render())
-    return summary
+    # The caller gets the summary; the run's final state carries the verdict as its message.
+    return Completed(message=summary.headline, data=summary)  # type: ignore[return-value]

@@ -22,9 +22,11 @@ event                           payload keys
 ``mlops.model.deployed``        ``version``, ``previous_version``, ``url``, ``bento``
 ``mlops.deployment.failed``     ``version``, ``reason``, ``serving_version``, ``alias_restored_to``
 ``mlops.monitoring.drift_detected``  ``drift_share``, ``drifted_columns``, ``window``,
-                                ``report``, ``champion_version``; ``window`` = {start, end, rows, time_basis,
-                                first_arrival}
-``mlops.monitoring.performance_decayed``  ``metric``, ``value``, ``baseline``, ``window``, ``champion_version``
+                                ``report``, ``champion_version``, ``monitor_flow_run_id``,
+                                ``monitor_flow_run_url``, ``report_url``; ``window`` = {start, end, rows,
+                                time_basis, first_arrival}
+``mlops.monitoring.performance_decayed``  ``metric``, ``value``, ``baseline``, ``window``, ``champion_version``,
+                                ``monitor_flow_run_id``, ``monitor_flow_run_url``, ``report_url``
 ``mlops.monitoring.data_quality_failed``  ``issues``, ``window``
 ==============================  ===========================================================
 
@@ -64,6 +66,10 @@ RESOURCE_PREFIX = "mlops.model."
 #: Resource label naming the flow that emitted an event (``data-watch`` for ``watch-data``).
 ORIGIN_LABEL = "mlops.origin"
 
+#: Keys of drift / decay events that link back to what found the breach: the monitor flow run, its
+#: Prefect UI page and the Evidently report as stored on the MLflow server (None without one).
+_MONITOR_ORIGIN = ("monitor_flow_run_id", "monitor_flow_run_url", "report_url")
+
 #: Payload keys per event: (always sent by our flows, may be absent). Triggers need none of them.
 EVENT_PAYLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     DATA_VERSIONED: (("dataset_path", "rev", "md5"), ("new_commit", "reference_md5")),
@@ -73,8 +79,8 @@ EVENT_PAYLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     MODEL_ROLLED_BACK: (("version", "reason"), ("previous_version",)),
     MODEL_DEPLOYED: (("version", "url", "bento"), ("previous_version",)),
     DEPLOYMENT_FAILED: (("version", "reason"), ("serving_version", "alias_restored_to")),
-    DRIFT_DETECTED: (("drift_share", "drifted_columns", "window"), ("report", "champion_version")),
-    PERFORMANCE_DECAYED: (("metric", "value", "baseline", "window"), ("champion_version",)),
+    DRIFT_DETECTED: (("drift_share", "drifted_columns", "window"), ("report", "champion_version", *_MONITOR_ORIGIN)),
+    PERFORMANCE_DECAYED: (("metric", "value", "baseline", "window"), ("champion_version", *_MONITOR_ORIGIN)),
     DATA_QUALITY_FAILED: (("issues", "window"), ()),
 }
 

@@ -67,6 +67,14 @@ class DriftSummary(BaseModel):
     quality_issues: list[str] = Field(default_factory=list, description="Data-quality problems, over all rows.")
     prediction_drift: bool | None = Field(None, description="Drift of the prediction column; None without one.")
     prediction_score: float | None = None
+    prediction_column: str | None = None
+    prediction_method: str | None = None
+    prediction_threshold: float | None = None
+    column_effects: dict[str, float | None] = Field(
+        default_factory=dict, description="Column (and prediction) -> effect size (PSI, tasks.monitoring_effects).")
+    prediction_shares: list[dict[str, Any]] = Field(
+        default_factory=list, description="Prediction value (or bin) -> reference and current share.")
+    drift_share_threshold: float = Field(0.5, description="policy.drift_share used for the dataset verdict.")
     reference_rows: int = 0
     current_rows: int = 0
     sampled: bool = Field(False, description="Whether either window was sampled to policy.max_sample_rows.")
@@ -199,6 +207,8 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
     snapshot = _run_evidently(ref_sample, cur_sample, drift_cols, categorical, quality, prediction_column,
                               pred_categorical, policy)
     summary = _summarise(snapshot, drift_cols, prediction_column, policy)
+    _add_effects(summary, ref_sample, cur_sample, drift_cols, cat_cols=set(categorical), prediction_column=
+                 prediction_column, pred_categorical=pred_categorical)
     summary.quality_issues = quality_issues
     summary.reference_rows, summary.current_rows = ref_rows, cur_rows
     summary.sampled = ref_sampled or cur_sampled
@@ -321,8 +331,22 @@ def _summarise(snapshot: Any, drift_cols: list[str], prediction_column: str | No
         column_thresholds={c: thresholds[c] for c in drift_cols if c in thresholds},
         prediction_drift=prediction_drift,
         prediction_score=scores.get(prediction_column) if prediction_column else None,
+        prediction_column=prediction_column, prediction_method=methods.get(prediction_column or ""),
+        prediction_threshold=thresholds.get(prediction_column or ""), drift_share_threshold=policy.drift_share,
         message=message,
     )
+
+
+def _add_effects(summary: DriftSummary, reference: pd.DataFrame, current: pd.DataFrame, drift_cols: list[str],
+                 cat_cols: set[str], prediction_column: str | None, pred_categorical: bool) -> None:
+    """Add the effect size (PSI) of every tested column and the prediction, and the prediction's shares."""
+    from tasks.monitoring_effects import psi, value_shares
+
+    summary.column_effects = {c: psi(reference[c], current[c], c in cat_cols) for c in drift_cols}
+    if prediction_column:
+        ref, cur = reference[prediction_column], current[prediction_column]
+        summary.column_effects[prediction_column] = psi(ref, cur, pred_categorical)
+        summary.prediction_shares = value_shares(ref, cur, pred_categorical)
 
 
 def _finite(value: Any) -> float | None:

@@ -82,11 +82,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def save_drift_report(result: DriftComputation, policy: MonitoringPolicy, output_dir: str | Path,
-                      report_name: str, windows: dict[str, str] | None = None) -> DriftSummary:
+                      report_name: str, windows: dict[str, str] | None = None, header: dict[str, str] | None = None,
+                      quality: Any = None) -> DriftSummary:
     """Write ``<report_name>.json`` (always) and ``<report_name>.html`` (when tests ran).
 
     The JSON holds the summary, the policy, per-column quality figures and Evidently's
-    own result dict (``metrics`` and ``tests``).
+    own result dict (``metrics`` and ``tests``). The HTML (:func:`tasks.evidently_reports.report_html`)
+    opens with a header (``header`` plus the row counts), the prediction's shares per window, then
+    the drift widgets and, with ``quality``, the model-quality section.
 
     Args:
         result: Output of :func:`tasks.evidently_drift.compute_drift`.
@@ -94,6 +97,8 @@ def save_drift_report(result: DriftComputation, policy: MonitoringPolicy, output
         output_dir: Folder to write into (created if needed).
         report_name: File stem; letters, digits, ``.``, ``_`` and ``-``.
         windows: Paths of the reference and current windows, recorded in the JSON.
+        header: What the report describes (model, version, reference data rev, window ...).
+        quality: Evidently snapshot of :func:`tasks.evidently_reports.quality_snapshot`, or None.
 
     Returns:
         The summary with ``html_path`` / ``json_path`` set.
@@ -113,7 +118,11 @@ def save_drift_report(result: DriftComputation, policy: MonitoringPolicy, output
     html_path = out / f"{report_name}.html"
     json_path = out / f"{report_name}.json"
     if result.snapshot is not None:
-        _write_atomic(html_path, result.snapshot.get_html_str(as_iframe=False))
+        from tasks.evidently_reports import report_html
+
+        shown = {**(header or {}), "reference rows": f"{summary.reference_rows:,}",
+                 "current rows": f"{summary.current_rows:,}", "verdict": summary.verdict.replace("_", " ")}
+        _write_atomic(html_path, report_html(result.snapshot, summary, shown, quality))
         summary.html_path = str(html_path)
         evidently = json.loads(result.snapshot.json())
     else:
@@ -145,7 +154,8 @@ def _json_safe(obj: Any) -> Any:
 def run_drift_report(reference_path: str, current_path: str, policy: MonitoringPolicy, output_dir: str,
                      columns: list[str] | None = None, prediction_column: str | None = None,
                      report_name: str = "drift", column_roles: dict[str, str] | None = None,
-                     time_column: str | None = None) -> DriftSummary:
+                     time_column: str | None = None, header: dict[str, str] | None = None,
+                     quality: dict[str, Any] | None = None) -> DriftSummary:
     """Compare a current data window with the reference using Evidently; write HTML and JSON.
 
     Reads Parquet or CSV (by extension), checks that the columns match, returns
@@ -163,6 +173,10 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
         report_name: File stem of the report files.
         column_roles: Column -> role (``mlops.column_roles``): datetime / identifier columns are skipped.
         time_column: The event-time column (``mlops.time_column``): skipped, it is not a feature.
+        header: What the report describes, shown at the top of the HTML (model, version, reference
+            data rev, window); the row counts are added.
+        quality: Model-quality section from the current window's labelled rows:
+            ``{"task_type": ..., "label": "label", "positive_label": ...}`` (None: no section).
 
     Returns:
         The :class:`DriftSummary` (``skipped_columns`` says what was not tested and why).
@@ -202,10 +216,26 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
         result = compute_drift(reference, current, policy, features, prediction_column, logger=logger,
                                skipped=skipped)
         del reference, current
-    summary = save_drift_report(result, policy, output_dir, report_name, windows)
+    snapshot = _quality(cur_file, cur_names, prediction_column, quality) if result.snapshot is not None else None
+    if quality is not None:
+        logger.info("Model-quality section: %s", "added" if snapshot is not None else "none (no labelled rows)")
+    summary = save_drift_report(result, policy, output_dir, report_name, windows, header, snapshot)
     summary.seconds = time.perf_counter() - started
     logger.info("Drift report %s: verdict %s in %.1f s (%s)", report_name, summary.verdict, summary.seconds,
                 summary.html_path or summary.json_path)
     return summary
+
+def _quality(current: Path, names: list[str], prediction_column: str | None, quality: dict[str, Any] | None) -> Any:
+    """Return the Evidently quality snapshot of the current window's labelled rows, or None."""
+    label = (quality or {}).get("label", "label")
+    if quality is None or not prediction_column or label not in names:
+        return None
+    from tasks.evidently_reports import quality_snapshot
+
+    score = "score" if "score" in names and quality.get("task_type") == "binary" else None
+    frame = read_window(current, [c for c in (label, prediction_column, score) if c], "current")
+    return quality_snapshot(frame, quality.get("task_type", "binary"), label, prediction_column, score,
+                            quality.get("positive_label"))
+
 
 __all__ = ["DriftSummary", "drift_columns", "run_drift_report", "save_drift_report"]

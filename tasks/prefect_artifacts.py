@@ -40,3 +40,35 @@ def publish_report(key: str, markdown: str, table: list[dict[str, Any]] | None =
     for title, url in (links or {}).items():
         if url.startswith(("http://", "https://")):
             create_link_artifact(link=url, link_text=title, key=f"{key}-{_key(title)}")
+
+
+@task(name="tag-flow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def tag_flow_run(tags: list[str]) -> list[str]:
+    """Add tags to the current flow run, so the runs list shows its verdict (e.g. ``drift``, ``decay``).
+
+    Tags are shown on each run of the Prefect UI's runs list and can be filtered on; a run's own
+    tags are fixed when it is created, so this updates the run through the API. Idempotent.
+
+    Args:
+        tags: Tags to add (existing tags are kept).
+
+    Returns:
+        The run's tags after the update (empty outside a flow run).
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def monitor() -> None:
+        ...     tag_flow_run(["drift"])
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return []
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.id)
+        merged = list(dict.fromkeys([*run.tags, *tags]))
+        if merged != list(run.tags):
+            client.update_flow_run(run.id, tags=merged)
+    return merged
