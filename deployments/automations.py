@@ -2,7 +2,11 @@
 
 Two automations share one notification block:
 
-* ``<name>``: a pipeline run failed or crashed, a challenger was rejected, a deployment failed.
+* ``<name>``: a pipeline run failed or crashed, a challenger was rejected, a deployment failed. The
+  subject names the flow and deployment (or the model and what was rejected), the body says what
+  happened in a sentence (the run's state message, the gate's reasons), then the flow, deployment,
+  run and model, and a link to the run in the Prefect UI (``{{ flow_run | ui_url }}``: the server's
+  ``PREFECT_UI_URL``).
 * ``<name>-action-failed``: an automation fired but its action failed (``prefect.automation.action.failed``),
   e.g. a trigger's parameters did not render or a deployment refused them, so no run was created.
   It ignores automations whose name starts with ``<name>`` (its own), so a webhook that is down cannot loop.
@@ -18,12 +22,46 @@ ACTION_FAILED = "prefect.automation.action.failed"
 NOTIFY_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed", MODEL_REJECTED, DEPLOYMENT_FAILED,
                  ACTION_FAILED)
 
-SUBJECT = ("prefect-mlops: {{ event.event }} on {{ event.resource.name or event.resource.id }}"
-           "{% for r in event.related %}{% if r.role in ('flow', 'deployment') and r.name %}"
-           ", {{ r.role }} {{ r.name }}{% endif %}{% endfor %}")
-BODY = ("{{ event.event }} at {{ event.occurred }}\n"
-        "resource: {{ event.resource.id }}{% if event.resource.name %} ({{ event.resource.name }}){% endif %}\n"
-        "{% for k, v in event.payload.items() %}{{ k }}: {{ v }}\n{% endfor %}")
+#: Shared opening of the pipeline templates: the model, and where it happened (flow / deployment / run).
+#: ``flow``, ``deployment`` and ``flow_run`` are the objects Prefect resolves from the event's resource and
+#: related resources (an mlops event emitted inside a flow run carries that run); each may be None.
+_CONTEXT = (
+    "{%- set is_run = event.event.startswith('prefect.flow-run.') -%}"
+    "{%- set model = (event.resource.name or event.resource.id | replace('mlops.model.', '', 1)) if not is_run"
+    " else ((flow_run.parameters.get('model_name') if flow_run and flow_run.parameters else none)) -%}"
+    "{%- set where = (flow.name if flow else 'a flow') ~ ((' / ' ~ deployment.name) if deployment else '') -%}"
+)
+SUBJECT = (
+    _CONTEXT + "prefect-mlops: "
+    "{%- if event.event == 'mlops.model.rejected' %} {{ model }}: challenger v{{ event.payload.version }} rejected"
+    "{%- elif event.event == 'mlops.deployment.failed' %} {{ model }}: deploying v{{ event.payload.version }} failed"
+    "{%- elif is_run %} {{ where }} {{ event.event.split('.')[-1] | lower }}{{ (' (' ~ model ~ ')') if model }}"
+    "{%- else %} {{ model }}: {{ event.event }}{% endif %}"
+    "{{ (' in ' ~ where) if not is_run and flow }}"
+)
+BODY = (
+    _CONTEXT
+    + "{%- if event.event == 'mlops.model.rejected' %}The challenger, version {{ event.payload.version }} of "
+    "{{ model }}, was rejected by the promotion gate; the champion"
+    "{{ (' (v' ~ event.payload.champion_version ~ ')') if event.payload.champion_version }} keeps serving."
+    "{%- elif event.event == 'mlops.deployment.failed' %}Deploying version {{ event.payload.version }} of "
+    "{{ model }} failed: {{ event.payload.reason | default('no reason given') }}."
+    "{%- elif is_run %}The flow run {{ flow_run.name if flow_run else event.resource.name }} of {{ where }} ended "
+    "{{ event.event.split('.')[-1] }}: {{ (flow_run.state.message if flow_run and flow_run.state else '') "
+    "or 'no message' }}."
+    "{%- else %}{{ event.event }} on {{ model }}.{% endif %}\n\n"
+    "Flow: {{ flow.name if flow else '-' }}\n"
+    "Deployment: {{ deployment.name if deployment else '- (run from Python, not a deployment)' }}\n"
+    "Flow run: {{ flow_run.name if flow_run else '-' }}"
+    "{{ (' (' ~ flow_run.state.name ~ ')') if flow_run and flow_run.state }}\n"
+    "Model: {{ model or '-' }}\n"
+    "{%- if event.payload.reasons %}\nReasons:{% for r in event.payload.reasons %}\n- {{ r }}{% endfor %}"
+    "{% endif %}"
+    "{%- for k, v in event.payload.items() if not is_run and k != 'reasons' %}\n{{ k | replace('_', ' ') }}: "
+    "{{ v }}{% endfor %}\n\n"
+    "Open the run: {{ (flow_run | ui_url) if flow_run else 'no flow run' }}\n"
+    "Event: {{ event.event }} at {{ event.occurred }} ({{ event | ui_url }})"
+)
 ACTION_FAILED_SUBJECT = ("prefect-mlops: automation '{{ event.resource.name }}' fired but could not "
                          "{{ event.payload.action_type | default('act') | replace('-', ' ') }}: nothing was started")
 ACTION_FAILED_BODY = (
