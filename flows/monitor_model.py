@@ -76,7 +76,7 @@ class MonitoringSummary(BaseModel):
                    verdict=_verdict(drift, performance), task_type=task_type, time_basis=window.time_basis,
                    time_column=window.time_column, drift=drift, performance=performance, events=events,
                    notes=[n for n in [window.note] if n], report_html=drift.html_path,
-                   report_url=links.get("Evidently report"), links=links)
+                   report_url=links.get("report"), links=links)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -240,20 +240,25 @@ def _record_report(mlflow_server: Any, model_name: str, version: str, rows: int,
                                upstream=[registry])
 
 
+#: Titles of the links in the monitoring summary, by key of ``MonitoringSummary.links``.
+_LINK_TITLES = {"mlflow_run": "MLflow run (the champion's training run)", "model_version": "Model version",
+                "report": "Evidently report (stored on the MLflow run)"}
+
+
 def _links(mlflow_server: MlflowServer, champion: ModelVersionInfo, stored: list[str]) -> dict[str, str]:
     """MLflow links of the run: the champion's run and version, the report as stored on its run."""
     html = next((p for p in stored if p.endswith(".html")), None)
-    links = {"MLflow run": run_link(mlflow_server, champion.run_id) if champion.run_id else None,
-             "Model version": model_version_link(mlflow_server, champion.name, champion.version),
-             "Evidently report": artifact_url(mlflow_server, champion.run_id, html) if html and champion.run_id
-             else None}
-    return {title: url for title, url in links.items() if url}
+    run_id = champion.run_id
+    links = {"mlflow_run": run_link(mlflow_server, run_id) if run_id else None,
+             "model_version": model_version_link(mlflow_server, champion.name, champion.version),
+             "report": artifact_url(mlflow_server, run_id, html) if html and run_id else None}
+    return {key: url for key, url in links.items() if url}
 
 
 def _publish_summary(summary: MonitoringSummary, drift: DriftSummary) -> None:
     """Publish Prefect artifacts: the verdict with links, quality issues, and the drift table (most drifted first)."""
-    links = "".join(f"- {title}: [{url}]({url})\n" for title, url in summary.links.items())
-    if "Evidently report" not in summary.links and drift.html_path:
+    links = "".join(f"- [{_LINK_TITLES[key]}]({url})\n" for key, url in summary.links.items())
+    if summary.report_url is None and drift.html_path:
         links += f"- Evidently report (local file; the MLflow store is not a server): `{drift.html_path}`\n"
     why = f"**Why this verdict:** {_share_line(drift)}\n\n" if drift.verdict != "not_enough_data" else ""
     table = drift_table(drift)
@@ -265,7 +270,7 @@ def _publish_summary(summary: MonitoringSummary, drift: DriftSummary) -> None:
                       if table else "")
                    + "\n".join(f"- quality: {q}" for q in drift.quality_issues)
                    + "".join(f"\n- not tested: {c}: {why}" for c, why in drift.skipped_columns.items()), table,
-                   description=f"{summary.model_name} v{summary.champion_version}: {summary.headline}")
+                   description=f"{summary.headline} ({summary.model_name} v{summary.champion_version})")
 
 
 @flow(name="monitor-model", log_prints=True)
@@ -344,7 +349,7 @@ def monitor_model(
                               f"monitoring/{stamp}") if champion.run_id else []
     links = _links(mlflow_server, champion, stored)
     events = (_emit_breaches(model_name, champion.version, window, drift, performance,
-                             links.get("Evidently report")) if emit_events else [])
+                             links.get("report")) if emit_events else [])
     _record_report(mlflow_server, model_name, champion.version, window.rows, drift)
 
     summary = MonitoringSummary.of_window(model_name, champion, info["task_type"], window, drift, performance,

@@ -87,24 +87,22 @@ def quality_snapshot(frame: pd.DataFrame, task_type: str, label: str = "label", 
 
 
 def _header_widgets(header: dict[str, str], summary: DriftSummary) -> list[Any]:
-    from evidently.legacy.renderers.html_widgets import CounterData, WidgetSize, counter, table_data
+    from evidently.legacy.renderers.html_widgets import table_data
 
     ordered = {k: header[k] for k in HEADER_KEYS if k in header} | {k: v for k, v in header.items()
                                                                       if k not in HEADER_KEYS}
+    ordered["why this verdict"] = (f"{len(summary.drifted_columns)} of {len(summary.column_scores)} columns drifted "
+                                   f"({summary.drift_share:.0%}); the dataset drifts at >= "
+                                   f"{summary.drift_share_threshold:.0%} of its columns")
     title = f"{header.get('model', 'model')} v{header.get('version', '?')}: monitoring report"
-    widgets = [counter(title=title, counters=[CounterData(label=k, value=str(v)) for k, v in ordered.items()],
-                       size=WidgetSize.FULL)]
-    tested = len(summary.column_scores)
-    widgets.append(counter(title="Why this verdict", size=WidgetSize.FULL, counters=[CounterData(
-        label="dataset drift", value=f"{len(summary.drifted_columns)}/{tested} columns drifted "
-                                     f"({summary.drift_share:.0%}); dataset drift at >= "
-                                     f"{summary.drift_share_threshold:.0%}")]))
+    widgets = [table_data(title=title, column_names=["", ""], data=[[k, str(v)] for k, v in ordered.items()])]
     if summary.prediction_shares:
         name = summary.prediction_column or "prediction"
+        effect = summary.column_effects.get(name)
         widgets.append(table_data(
             title=f"Prediction '{name}': share of each window (not counts: the windows differ in size); "
                   f"p-value {format_p_value(summary.prediction_score)}, {EFFECT_SIZE} "
-                  f"{summary.column_effects.get(name, '-')}",
+                  + ("-" if effect is None else f"{effect:.3f}"),
             column_names=[name, "reference share", "current share", "change"],
             data=[[row["value"], f"{row['reference_share']:.1%}", f"{row['current_share']:.1%}",
                    f"{row['current_share'] - row['reference_share']:+.1%}"] for row in summary.prediction_shares]))

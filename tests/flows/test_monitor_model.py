@@ -118,7 +118,7 @@ def test_drifted_traffic_is_detected_reported_and_announced(champion: dict, mlfl
     summary_artifact = cards[f"{MODEL}-monitoring-summary"]
     table_artifact = cards[f"{MODEL}-monitoring-metrics"]
     for artifact in (summary_artifact, table_artifact):
-        assert artifact.description == f"{MODEL} v{champion['version']}: {summary.headline}"
+        assert artifact.description == f"{summary.headline} ({MODEL} v{champion['version']})"
     # The summary links the MLflow run, the version and the report as served by the MLflow server.
     markdown = summary_artifact.data
     assert f"{mlflow_server.url}/#/runs/{champion['run_id']}" in markdown
@@ -165,7 +165,7 @@ def test_clean_traffic_is_healthy(champion: dict, mlflow_block_name: str, tmp_pa
     drifted, tested = len(summary.drift.drifted_columns), len(summary.drift.column_scores)
     assert run.state.message.startswith(f"healthy: {drifted}/{tested} columns drifted")
     assert "healthy" in run.tags and "drift" not in run.tags
-    assert artifacts[f"{MODEL}-monitoring-summary"].description.endswith(summary.headline)
+    assert artifacts[f"{MODEL}-monitoring-summary"].description.startswith(summary.headline)
     assert "below the dataset-drift share 50%" in artifacts[f"{MODEL}-monitoring-summary"].data
 
 
