@@ -7,9 +7,9 @@
    Evidently's look);
 2. the prediction's distribution as *shares* of each window (the reference and a day of traffic
    differ in size, so Evidently's count histograms are not comparable side by side);
-3. the drift report's own widgets (:func:`tasks.evidently_drift.compute_drift`);
-4. a classification or regression quality section (Evidently's ``ClassificationPreset`` /
-   ``RegressionPreset``) on the window's labelled rows, when ground truth has arrived.
+3. a classification or regression quality section (Evidently's ``ClassificationPreset`` /
+   ``RegressionPreset``) on the window's labelled rows, when ground truth has arrived;
+4. the drift report's own widgets (:func:`tasks.evidently_drift.compute_drift`).
 
 Evidently is imported inside the functions.
 """
@@ -129,11 +129,11 @@ def report_html(snapshot: Any, summary: DriftSummary, header: dict[str, str] | N
     from evidently.legacy.renderers.html_widgets import group_widget
 
     # Snapshot.get_html_str renders [group(_widgets)] + _tests_widgets; the same, with our sections around it.
-    widgets = [group_widget(title="What this report describes", widgets=_header_widgets(header or {}, summary)),
-               group_widget(title="Data drift", widgets=list(snapshot._widgets))]  # noqa: SLF001
-    if quality is not None:
+    widgets = [group_widget(title="What this report describes", widgets=_header_widgets(header or {}, summary))]
+    if quality is not None:  # before the long per-column drift and data-quality widgets
         widgets.append(group_widget(title="Model quality on the labelled rows of the window",
                                     widgets=list(quality._widgets)))  # noqa: SLF001
+    widgets.append(group_widget(title="Data drift and data quality", widgets=list(snapshot._widgets)))  # noqa: SLF001
     widgets.extend(snapshot._tests_widgets)  # noqa: SLF001
     return render_widgets(widgets, as_iframe=False)
 
