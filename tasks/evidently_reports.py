@@ -65,10 +65,15 @@ def quality_snapshot(frame: pd.DataFrame, task_type: str, label: str = "label", 
         preset: Any = RegressionPreset()
         numbers = []
     else:
-        rows[label], rows[prediction] = rows[label].map(str), rows[prediction].map(str)
+        from blocks.task_metrics import plain_label
+        from tasks.monitoring_performance import as_text
+
+        # Labels as text, the way performance monitoring compares them (1, 1.0 and "1" are one class).
+        rows[label], rows[prediction] = as_text(rows[label]), as_text(rows[prediction])
         if task_type == "binary":
             use_score = bool(score) and score in rows.columns and rows[score].notna().all()
-            pos = str(positive_label) if positive_label is not None else sorted(set(rows[label]))[-1]
+            pos = (str(plain_label(positive_label)) if positive_label is not None
+                   else sorted(set(rows[label]) | set(rows[prediction]))[-1])
             task: Any = BinaryClassification(target=label, prediction_labels=prediction, pos_label=pos,
                                              prediction_probas=score if use_score else None)
             numbers = [score] if use_score else []

@@ -260,3 +260,48 @@ def test_policy_saves_and_loads_as_a_prefect_block() -> None:
     loaded = MonitoringPolicy.load("monitoring-policy-test")
     assert loaded.drift_share == 0.3 and loaded.column_methods == {"income": "psi"}
     assert loaded.threshold_for("income") == 0.2
+
+
+@NO_SERVER
+def test_drift_table_is_sorted_by_drift_with_effect_sizes_and_the_prediction(mixed_files: tuple[str, str],
+                                                                               tmp_path: Path) -> None:
+    from tasks.evidently_reports import drift_table
+
+    reference, current = mixed_files
+    summary = run_drift_report.fn(reference, current, MonitoringPolicy(), str(tmp_path), prediction_column="score")
+    rows = drift_table(summary)
+    assert [r["column"] for r in rows[:2]] == ["income", "plan"]  # the two drifted columns, largest effect first
+    assert [r["drifted"] for r in rows] == ["yes", "yes"] + ["no"] * (len(rows) - 2)
+    assert [r for r in rows if r["role"] == "prediction"][0]["column"] == "score"
+    stable = [float(r["effect size (psi)"]) for r in rows[2:]]
+    assert stable == sorted(stable, reverse=True)
+    assert float(rows[0]["effect size (psi)"]) > 0.25 and rows[0]["reading"] == "large shift"
+    assert re.fullmatch(r"(\d\.\de-\d+|< 1e-300)", rows[0]["score"]), rows[0]["score"]  # not 0, not 0.0
+    assert {r["threshold"] for r in rows} == {"0.05"}
+
+
+@NO_SERVER
+def test_report_has_a_header_prediction_shares_and_a_quality_section(tmp_path: Path) -> None:
+    reference, current = mixed_windows()
+    rng = np.random.default_rng(3)
+    for frame, cut in ((reference, 0.3), (current, 0.2)):
+        frame["prediction"] = (frame["score"] > cut).astype(int)
+    current = current.iloc[:1000].assign(label=rng.integers(0, 2, 1000))
+    current.loc[current.index[:100], "label"] = None  # ground truth not arrived for some rows
+    ref_path, cur_path = write(reference, tmp_path / "ref.parquet"), write(current, tmp_path / "cur.parquet")
+    header = {"model": "churn-x", "version": "7", "reference data rev": "0a41425a0b1d", "window": "A .. B"}
+    summary = run_drift_report.fn(ref_path, cur_path, MonitoringPolicy(), str(tmp_path / "out"),
+                                  columns=["age", "income", "plan"], prediction_column="prediction", header=header,
+                                  quality={"task_type": "binary", "label": "label", "positive_label": 1})
+    html = Path(summary.html_path).read_text()
+    for text in ("churn-x v7: monitoring report", "0a41425a0b1d", "A .. B", "reference rows", "4,000",
+                 "current rows", "1,000", "share of each window", "Model quality on the labelled rows",
+                 "Classification Model Performance"):
+        assert text in html, text
+    shares = {row["value"]: row for row in summary.prediction_shares}
+    assert set(shares) == {"0", "1"} and abs(sum(r["current_share"] for r in shares.values()) - 1) < 1e-3
+
+    without_labels = run_drift_report.fn(ref_path, cur_path, MonitoringPolicy(), str(tmp_path / "none"),
+                                         columns=["age"], prediction_column="prediction", header=header,
+                                         quality={"task_type": "binary", "label": "no-such-column"})
+    assert "Model quality on the labelled rows" not in Path(without_labels.html_path).read_text()
