@@ -203,11 +203,22 @@ def stop(home: Path) -> int:
     return 0
 
 
+def runner_env(api: str) -> dict[str, str]:
+    """Environment of the demo's runner: its flow runs log at INFO (to the server and runner.log).
+
+    The demo's own console is quiet (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=WARNING``), and a user
+    may have set ``PREFECT_LOGGING_LEVEL=WARNING``; the runner and the flow-run processes it starts
+    inherit the environment, so both are set back to INFO here, or runner-executed runs would show
+    "This run didn't generate logs" in the UI.
+    """
+    return {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "PREFECT_MLOPS_PROJECT": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}
+
+
 def start_runner(home: Path, api: str, only: str | None) -> subprocess.Popen:
     """Start ``prefect-mlops serve`` for the demo's blocks (``only``: the deployments to serve, None: all)."""
-    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-           "PREFECT_MLOPS_PROJECT": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO",
-           "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}  # runs keep INFO logs; runner.log shows them
+    env = runner_env(api)
     log = open(home / "runner.log", "ab")  # noqa: SIM115 - closed with the process
     command = [sys.executable, "-m", "deployments.cli", "serve", "--cooldown-seconds", "600",
                "--param", "mlflow_block=demo-mlflow", *(["--only", only] if only else [])]
