@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -57,7 +58,12 @@ def champion(mlflow_block_name: str, mlflow_server, tmp_path_factory: pytest.Tem
     client.set_model_version_tag(MODEL, summary.model_version, "mlops.task_type", "regression")
     client.set_model_version_tag(MODEL, summary.model_version, "mlops.time_column", "date")
     version = client.get_model_version(MODEL, summary.model_version)
-    model_dir = client.download_artifacts(summary.run_id, "model", str(folder / "model"))
+    from blocks.mlflow_server import MlflowServer
+    from tasks.mlflow_registry import download_model_version, version_info
+
+    # MLflow 3: the model is a LoggedModel, not an artifact folder of the run.
+    model_dir = download_model_version.fn(MlflowServer.load(mlflow_block_name), version_info(version),
+                                          str(folder / "model"))
     features = json.loads(version.tags["mlops.features"])
     assert "date" not in features and "mlops.test_metrics" in version.tags
 
@@ -85,6 +91,8 @@ def test_event_time_window_gets_a_regression_performance_verdict(champion: dict,
     assert perf is not None and perf.primary_metric == "rmse" and perf.verdict in {"ok", "decayed"}
     assert perf.decay_rule == "relative increase" and {"rmse", "mae", "r2"} == set(perf.metrics)
     assert summary.drift is not None and summary.drift.verdict in {"drift", "no_drift"}
+    html = Path(summary.report_html).read_text()  # the report's regression-quality section
+    assert "Model quality on the labelled rows of the window" in html and "Regression" in html
     assert summary.drift.current_rows == 40 and "date" not in summary.drift.column_scores
     assert "by event time 'date'" in summary.render() and "rmse" in summary.render()
 
