@@ -199,12 +199,9 @@ def _check_window(scored: str, window: WindowFile, policy: MonitoringPolicy, inf
 def _origin(report_url: str | None) -> dict[str, Any]:
     """Payload keys that let a triggered retrain link back: this monitor run, its UI page, the report."""
     from prefect.runtime import flow_run
-    from prefect.utilities.urls import url_for
 
-    # Not flow_run.ui_url: Prefect 3.8 builds it as /flow-runs/flow-run/<id>, a page the UI does not have.
     run_id = str(flow_run.id) if flow_run.id else None
-    return {"monitor_flow_run_id": run_id, "report_url": report_url,
-            "monitor_flow_run_url": url_for("flow-run", obj_id=run_id, url_type="ui") if run_id else None}
+    return {"monitor_flow_run_id": run_id, "monitor_flow_run_url": L.flow_run_url(run_id), "report_url": report_url}
 
 
 def _emit_breaches(model_name: str, champion_version: str, window: WindowFile, drift: DriftSummary,
