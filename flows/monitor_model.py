@@ -239,7 +239,7 @@ def _record_report(mlflow_server: Any, model_name: str, version: str, rows: int,
 
 #: Titles of the links in the monitoring summary, by key of ``MonitoringSummary.links``.
 _LINK_TITLES = {"mlflow_run": "MLflow run (the champion's training run)", "model_version": "Model version",
-                "report": "Evidently report (stored on the MLflow run)"}
+                "report": "Evidently report (HTML download from the MLflow run)"}
 
 
 def _links(mlflow_server: MlflowServer, champion: ModelVersionInfo, stored: list[str]) -> dict[str, str]:

@@ -5,7 +5,8 @@ browser on any machine that reaches the server; with an embedded (file / SQLite)
 server, and the functions return None (the summary then shows the local path).
 
 The report link is MLflow's artifact-download route ``/get-artifact?path=...&run_uuid=...`` (the one
-the MLflow UI itself uses), which answers the stored file with HTTP 200.
+the MLflow UI itself uses), which answers the stored file with HTTP 200 as a download
+(``Content-Disposition: attachment``, ``text/html``): the browser saves the report, then opens it.
 """
 
 from __future__ import annotations
