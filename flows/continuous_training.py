@@ -33,9 +33,11 @@ from flows.training_run import gate_under_lock, incoming_data, pipeline_run, res
 from flows.training_stages import evaluate_registered, tune_and_register
 from flows.tuning import TrialRunner, TrialRunnerKind
 from tasks import lineage as L
+from tasks.mlflow_pages import version_headline
 from tasks.mlflow_recovery import close_interrupted_runs
 from tasks.mlflow_registry import CHAMPION, PENDING, find_version_by_tag, get_alias_version, promotion_state
 from tasks.mlflow_tracking import check_tracking_server, run_url
+from tasks.monitoring_links import model_version_link
 from tasks.prefect_artifacts import publish_report
 from tasks.sklearn_training import TrainingSpec, expand_trials, split_dataset, split_files_exist
 
@@ -59,11 +61,15 @@ class TrainingSummary(BaseModel):
     champion_metrics: dict[str, float] = {}
     reused: bool = False
     task_type: str = ""
+    primary_metric: str | None = None
+    version_url: str | None = None
+    trigger_links: dict[str, str] = {}
 
     def render(self) -> str:
         """Return a readable summary."""
         lines = [
-            f"model         {self.model_name} version {self.model_version} aliases {', '.join(self.aliases) or '-'}",
+            f"model         {self.model_name} version {self.model_version} (aliases moved: "
+            f"{', '.join(self.aliases) or '-'})",
             f"verdict       {self.verdict}" + (" (reused: identical data and settings)" if self.reused else ""),
             f"data          DVC rev {self.data_rev[:12]}  md5 {self.data_md5}",
             f"mlflow run    {self.run_id}",
@@ -202,7 +208,10 @@ def continuous_training(
         champion_before=champion.version if champion else None,
         champion_after=registered.version if verdict.promote else (champion.version if champion else None),
         metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {},
-        reused=existing is not None, task_type=task.info.task_type)
+        reused=existing is not None, task_type=task.info.task_type,
+        primary_metric=verdict.compared.get("primary_metric"),
+        version_url=model_version_link(mlflow_server, model_name, registered.version),
+        trigger_links=trigger_links(trigger))
     _publish(summary)
     return summary
 
@@ -222,12 +231,45 @@ def _reused(mlflow_server: Any, experiment_id: str, model_name: str, existing: A
     return summary
 
 
+def trigger_links(trigger: dict[str, Any] | None) -> dict[str, str]:
+    """Links to what started a triggered run: the event, and for monitoring events the monitor run and its report.
+
+    Examples:
+        >>> trigger_links({"event": "mlops.monitoring.drift_detected",
+        ...                "payload": {"monitor_flow_run_url": "http://ui/runs/flow-run/1", "report_url": None}})
+        {'Monitor run': 'http://ui/runs/flow-run/1'}
+    """
+    if not trigger or not trigger.get("event"):
+        return {}
+    payload = trigger.get("payload") or {}
+    if isinstance(payload, str):  # a template renders the payload as its text when it is not plain JSON
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            payload = {}
+    links = {"Monitor run": payload.get("monitor_flow_run_url"), "Drift report (MLflow)": payload.get("report_url")}
+    base = L.prefect_ui_url()
+    if base and trigger.get("event_id") and trigger.get("occurred"):
+        links["Triggering event"] = f"{base}/events/event/{str(trigger['occurred'])[:10]}/{trigger['event_id']}"
+    return {k: v for k, v in links.items() if isinstance(v, str) and v.startswith(("http://", "https://"))}
+
+
 def _publish(summary: TrainingSummary) -> None:
     """Publish the summary and the metrics table as Prefect artifacts, and print it."""
     table = [{"metric": k, "challenger": round(v, 5),
               "champion": round(summary.champion_metrics[k], 5) if k in summary.champion_metrics else None}
              for k, v in sorted(summary.metrics.items())]
+    metric = summary.primary_metric
+    headline = version_headline(summary.verdict, metric, summary.metrics.get(metric or ""),
+                                summary.champion_metrics.get(metric or ""), summary.champion_before, summary.data_rev)
+    description = f"v{summary.model_version} {headline}" + (" (reused)" if summary.reused else "")
+    links = {"MLflow run": summary.run_url or "", "Model version (MLflow)": summary.version_url or "",
+             **summary.trigger_links}
+    started_by = "".join(f"\n- [{k}]({v})" for k, v in summary.trigger_links.items())
     publish_report(f"{summary.model_name}-training",
-                   f"# {summary.model_name}: {summary.verdict}\n\n```\n{summary.render()}\n```\n\n"
-                   f"MLflow run: {summary.run_url}", table, {"MLflow run": summary.run_url or ""})
+                   f"# {summary.model_name} v{summary.model_version}: {headline}\n\n```\n{summary.render()}\n```\n\n"
+                   f"MLflow run: {summary.run_url}" + (f"\n\nModel version: {summary.version_url}"
+                                                        if summary.version_url else "")
+                   + (f"\n\n**Started by**{started_by}" if started_by else ""),
+                   table, links, description=description)
     print(summary.render())

@@ -49,7 +49,8 @@ def retrain_runs(deployment_name: str = "continuous-training/on-drift") -> list:
 
 
 def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
-        mlflow_block_name: str, mlflow_server, sample_dir: Path, session_home: Path, tmp_path: Path) -> None:
+        mlflow_block_name: str, mlflow_server, sample_dir: Path, session_home: Path, tmp_path: Path,
+        prefect_server: str) -> None:
     serving = serving_block_for(session_home, "loop-serving")
     kwargs = dict(model_name=MODEL, mlflow_block=mlflow_block_name)
     first = continuous_training(data_file=str(sample_dir / "day0.parquet"), dataset_path=f"data/{MODEL}.parquet",
@@ -125,6 +126,18 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
         assert chain["flow_run"]["state"] == "Completed"
         assert chain["flow_run"]["started_by"]["kind"] == "event"
         assert chain["flow_run"]["started_by"]["event"] == trigger["event"]
+        # Issue 9: the retrain's summary links the monitor run that saw the drift and the triggering event.
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        with get_client(sync_client=True) as prefect:
+            [summary] = prefect.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"{MODEL}-training-summary"])), limit=1)
+            started = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+                f"{MODEL}-training-monitor-run", f"{MODEL}-training-triggering-event"])))
+        assert "**Started by**" in summary.data and summary.description.startswith(f"v{champion.version} promoted")
+        assert {a.key for a in started} == {f"{MODEL}-training-monitor-run", f"{MODEL}-training-triggering-event"}
+        assert all(a.data.startswith(prefect_server.removesuffix("/api")) for a in started), [a.data for a in started]
         [moved] = [m for m in chain["history"] if m["alias"] == "champion" and m["to_version"] == champion.version]
         before = model_lineage(MODEL, mlflow_block=mlflow_block_name, serving_block="loop-serving",
                                at=dt.datetime.fromisoformat(moved["at"]) - dt.timedelta(milliseconds=1))

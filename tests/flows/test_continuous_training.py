@@ -53,6 +53,24 @@ def test_first_run_versions_trains_registers_and_promotes(trained, client: Mlflo
     assert 0.6 < trained.metrics["roc_auc"] < 1.0
 
 
+def test_the_training_artifacts_carry_the_verdict_and_link_mlflow(trained, mlflow_server) -> None:
+    """Issue 9: the summary card says what happened without opening it, and links the run and the version."""
+    import httpx
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        summary = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "ct-main-training-summary"])))[0]
+        links = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "ct-main-training-mlflow-run", "ct-main-training-model-version-mlflow"])))
+    assert summary.description.startswith("v1 promoted: roc_auc ") and "(no champion), data " in summary.description
+    assert {a.key for a in links} == {"ct-main-training-mlflow-run", "ct-main-training-model-version-mlflow"}
+    for artifact in links:
+        assert artifact.data.startswith(mlflow_server.url), artifact.data
+        assert httpx.get(artifact.data.split("#")[0], timeout=30).status_code == 200
+    assert trained.version_url and trained.version_url.endswith("/#/models/ct-main/versions/1")
+
+
 def test_lineage_tags_lead_back_to_the_exact_data_and_code(trained, client: MlflowClient) -> None:
     version = client.get_model_version("ct-main", trained.model_version)
     tags = version.tags
