@@ -247,7 +247,7 @@ def trigger_links(trigger: dict[str, Any] | None) -> dict[str, str]:
             payload = json.loads(payload)
         except ValueError:
             payload = {}
-    links = {"Monitor run": payload.get("monitor_flow_run_url"), "Drift report (MLflow)": payload.get("report_url")}
+    links = {"Monitor run": payload.get("monitor_flow_run_url"), "MLflow drift report": payload.get("report_url")}
     base = L.prefect_ui_url()
     if base and trigger.get("event_id") and trigger.get("occurred"):
         links["Triggering event"] = f"{base}/events/event/{str(trigger['occurred'])[:10]}/{trigger['event_id']}"
@@ -263,7 +263,7 @@ def _publish(summary: TrainingSummary) -> None:
     headline = version_headline(summary.verdict, metric, summary.metrics.get(metric or ""),
                                 summary.champion_metrics.get(metric or ""), summary.champion_before, summary.data_rev)
     description = f"v{summary.model_version} {headline}" + (" (reused)" if summary.reused else "")
-    links = {"MLflow run": summary.run_url or "", "Model version (MLflow)": summary.version_url or "",
+    links = {"MLflow run": summary.run_url or "", "MLflow model version": summary.version_url or "",
              **summary.trigger_links}
     started_by = "".join(f"\n- [{k}]({v})" for k, v in summary.trigger_links.items())
     publish_report(f"{summary.model_name}-training",

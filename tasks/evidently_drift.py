@@ -126,7 +126,8 @@ def not_enough_data(reference_rows: int, current_rows: int, policy: MonitoringPo
 def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: MonitoringPolicy,
                   columns: list[str] | None = None, prediction_column: str | None = None,
                   logger: logging.Logger | logging.LoggerAdapter | None = None,
-                  skipped: dict[str, str] | None = None) -> DriftComputation:
+                  skipped: dict[str, str] | None = None, current_rows: int | None = None,
+                  current_quality: tuple[list[str], dict[str, dict[str, Any]]] | None = None) -> DriftComputation:
     """Run the drift and data-quality checks of two frames with Evidently; no Prefect needed.
 
     Steps: check the columns; stop with ``not_enough_data`` if either side is smaller than
@@ -144,6 +145,9 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
         logger: Where to log (this module's logger when None).
         skipped: Columns already left out by the caller (:func:`tasks.evidently_monitoring.drift_columns`),
             with the reason; recorded in the summary.
+        current_rows: With ``current`` already a sample of a larger window: the window's row count.
+        current_quality: With that sample: the quality issues and figures counted over all its rows
+            (:func:`tasks.monitoring_stream.read_window_by_column`).
 
     Returns:
         The summary (paths unset), the Evidently snapshot (None without a test) and
@@ -162,26 +166,16 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
     features = resolve_columns([str(c) for c in reference.columns], [str(c) for c in current.columns], columns,
                                 prediction_column, "reference frame", "current frame")
     skipped = dict(skipped or {})
-    ref_rows, cur_rows = len(reference), len(current)
+    ref_rows, cur_rows = len(reference), current_rows or len(current)
     if (small := not_enough_data(ref_rows, cur_rows, policy, started, skipped)) is not None:
         return small
 
-    numerical, categorical, unsupported = column_kinds(reference, features)
-    if unsupported:
-        logger.warning("Skipping column(s) %s: drift of their types (%s) is not supported", unsupported,
-                       sorted({str(reference[c].dtype) for c in unsupported}))
-        skipped.update({c: f"type {reference[c].dtype} is not drift-tested (dates and times are not features)"
-                        for c in unsupported})
-    identifiers = [c for c in categorical if identifier_like(reference[c])]
-    if identifiers:
-        categorical = [c for c in categorical if c not in identifiers]
-        skipped.update({c: f"identifier-like: {reference[c].nunique()} distinct values in {ref_rows} reference rows"
-                        for c in identifiers})
-        if not numerical + categorical:
-            raise MonitoringError(f"Every column to compare is identifier-like ({identifiers}): pass columns=[...] "
-                                  "naming real features, or record their roles in the data contract.")
-    check_numeric_types(current, numerical)
-    quality_issues, quality = check_data_quality(reference, current, numerical, categorical, policy)
+    numerical, categorical = drift_kinds(reference, features, skipped, logger)
+    if current_quality is None:
+        check_numeric_types(current, numerical)
+        quality_issues, quality = check_data_quality(reference, current, numerical, categorical, policy)
+    else:  # counted over all rows by the caller (a window read column by column)
+        quality_issues, quality = current_quality
     empty = {c for c, stats in quality.items()
              if stats["missing_share"] >= 1.0 or stats["reference_missing_share"] >= 1.0}
     drift_cols = [c for c in numerical + categorical if c not in empty]
@@ -211,7 +205,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
                  prediction_column, pred_categorical=pred_categorical)
     summary.quality_issues = quality_issues
     summary.reference_rows, summary.current_rows = ref_rows, cur_rows
-    summary.sampled = ref_sampled or cur_sampled
+    summary.sampled = ref_sampled or cur_sampled or cur_rows > len(cur_sample)
     summary.skipped_columns = skipped
     summary.seconds = time.perf_counter() - started
     if empty:
@@ -223,6 +217,36 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, policy: Monito
                             "current rows; quality checks counted all rows.")
     logger.info("Drift verdict %s: %s", summary.verdict, summary.message)
     return DriftComputation(summary=summary, snapshot=snapshot, quality=quality)
+
+
+def drift_kinds(reference: pd.DataFrame, features: list[str], skipped: dict[str, str],
+                logger: logging.Logger | logging.LoggerAdapter | None = None) -> tuple[list[str], list[str]]:
+    """Split features into numerical and categorical drift columns; record the others in ``skipped``.
+
+    Columns of unsupported types (dates, times) and identifier-like text columns are left out, with the
+    reason. Raises MonitoringError when nothing is left to test.
+
+    Examples:
+        >>> import pandas as pd
+        >>> drift_kinds(pd.DataFrame({"x": [1.5, 2.5], "c": ["a", "b"]}), ["x", "c"], {})
+        (['x'], ['c'])
+    """
+    logger = logger or _log
+    numerical, categorical, unsupported = column_kinds(reference, features)
+    if unsupported:
+        logger.warning("Skipping column(s) %s: drift of their types (%s) is not supported", unsupported,
+                       sorted({str(reference[c].dtype) for c in unsupported}))
+        skipped.update({c: f"type {reference[c].dtype} is not drift-tested (dates and times are not features)"
+                        for c in unsupported})
+    identifiers = [c for c in categorical if identifier_like(reference[c])]
+    if identifiers:
+        categorical = [c for c in categorical if c not in identifiers]
+        skipped.update({c: f"identifier-like: {reference[c].nunique()} distinct values in {len(reference)} "
+                           "reference rows" for c in identifiers})
+        if not numerical + categorical:
+            raise MonitoringError(f"Every column to compare is identifier-like ({identifiers}): pass columns=[...] "
+                                  "naming real features, or record their roles in the data contract.")
+    return numerical, categorical
 
 
 def _run_evidently(reference: pd.DataFrame, current: pd.DataFrame, drift_cols: list[str], categorical: list[str],

@@ -25,10 +25,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.monitoring_policy import MonitoringPolicy
-from tasks.evidently_drift import DriftComputation, DriftSummary, compute_drift, not_enough_data
+from tasks.evidently_drift import DriftComputation, DriftSummary, compute_drift, drift_kinds, not_enough_data
 from tasks.exceptions import MonitoringError
 from tasks.logs import run_logger
 from tasks.monitoring_quality import json_scalar
+from tasks.monitoring_stream import STREAM_ABOVE_ROWS, read_window_by_column
 from tasks.monitoring_windows import read_window, resolve_columns, window_schema
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -210,11 +211,19 @@ def run_drift_report(reference_path: str, current_path: str, policy: MonitoringP
         logger.info(result.summary.message)
     else:
         reference = read_window(ref_file, wanted, "reference")
-        current = read_window(cur_file, wanted, "current")
-        logger.info("Comparing %s current rows with %s reference rows on %s columns", len(current),
-                    len(reference), len(features))
-        result = compute_drift(reference, current, policy, features, prediction_column, logger=logger,
-                               skipped=skipped)
+        stream = cur_rows is not None and cur_rows > STREAM_ABOVE_ROWS
+        logger.info("Comparing %s current rows with %s reference rows on %s columns%s", cur_rows or "the",
+                    len(reference), len(features), " (read column by column)" if stream else "")
+        if stream:  # larger than memory allows: quality over all rows, drift on the seeded sample
+            numerical, categorical = drift_kinds(reference, features, skipped, logger)
+            current, issues, figures, total = read_window_by_column(cur_file, wanted, reference, numerical,
+                                                                    categorical, policy)
+            result = compute_drift(reference, current, policy, features, prediction_column, logger=logger,
+                                   skipped=skipped, current_rows=total, current_quality=(issues, figures))
+        else:
+            current = read_window(cur_file, wanted, "current")
+            result = compute_drift(reference, current, policy, features, prediction_column, logger=logger,
+                                   skipped=skipped)
         del reference, current
     snapshot = _quality(cur_file, cur_names, prediction_column, quality) if result.snapshot is not None else None
     if quality is not None:

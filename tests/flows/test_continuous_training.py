@@ -62,9 +62,9 @@ def test_the_training_artifacts_carry_the_verdict_and_link_mlflow(trained, mlflo
         summary = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "ct-main-training-summary"])))[0]
         links = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
-            "ct-main-training-mlflow-run", "ct-main-training-model-version-mlflow"])))
+            "ct-main-training-mlflow-run", "ct-main-training-mlflow-model-version"])))
     assert summary.description.startswith("v1 promoted: roc_auc ") and "(no champion), data " in summary.description
-    assert {a.key for a in links} == {"ct-main-training-mlflow-run", "ct-main-training-model-version-mlflow"}
+    assert {a.key for a in links} == {"ct-main-training-mlflow-run", "ct-main-training-mlflow-model-version"}
     for artifact in links:
         assert artifact.data.startswith(mlflow_server.url), artifact.data
         assert httpx.get(artifact.data.split("#")[0], timeout=30).status_code == 200

@@ -78,3 +78,27 @@ def test_reading_by_column_gives_the_whole_frame_quality_and_sample(tmp_path: Pa
     assert sorted(issues) == sorted(expected_issues) and issues  # the unseen category 'z', the wider range
     assert quality == expected_quality
     pd.testing.assert_frame_equal(sample, expected_sample.reset_index(drop=True))
+
+
+def test_a_drift_report_read_by_column_equals_the_whole_frame_one(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 10M-row path (benchmarks/bench_drift.py --sizes 10000000) on a window small enough to compare."""
+    import tasks.evidently_monitoring as monitoring
+
+    rng = np.random.default_rng(1)
+    reference = pd.DataFrame({"a": rng.normal(size=5000), "b": rng.normal(size=5000),
+                              "c": rng.choice(["x", "y"], 5000)})
+    current = pd.DataFrame({"a": rng.normal(0.3, 1, 40_000), "b": rng.normal(size=40_000),
+                            "c": rng.choice(["x", "y", "new"], 40_000, p=[0.5, 0.45, 0.05])})
+    reference.to_parquet(tmp_path / "ref.parquet", index=False)
+    current.to_parquet(tmp_path / "cur.parquet", index=False)
+    policy = MonitoringPolicy(max_sample_rows=8000)
+    whole = monitoring.run_drift_report.fn(str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), policy,
+                                           str(tmp_path / "whole"))
+    monkeypatch.setattr(monitoring, "STREAM_ABOVE_ROWS", 10_000)
+    streamed = monitoring.run_drift_report.fn(str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), policy,
+                                              str(tmp_path / "streamed"))
+    assert streamed.current_rows == whole.current_rows == 40_000 and streamed.sampled and whole.sampled
+    assert streamed.verdict == whole.verdict and streamed.drifted_columns == whole.drifted_columns == ["a", "c"]
+    assert streamed.column_scores == whole.column_scores
+    assert streamed.quality_issues == whole.quality_issues and any("'new'" in i for i in streamed.quality_issues)
