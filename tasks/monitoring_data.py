@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from tasks.exceptions import MonitoringError
 from tasks.logs import run_logger
+from tasks.monitoring_stream import export_large_window
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,6 +165,9 @@ def export_inference_window(log_dir: str | None, model_name: str, start: str, en
     from tasks.inference_log import read_inference_log
 
     logger = run_logger()
+    if not time_column and (large := export_large_window(log_dir, model_name, start, end, output_path,
+                                                         model_version)) is not None:
+        return large  # above STREAM_ABOVE_ROWS rows: written batch by batch
     basis, unparsed, note = "arrival", 0, ""
     if time_column:
         frame = read_inference_log(log_dir, model_name, start=arrival_start, with_labels=True)

@@ -102,3 +102,19 @@ def test_a_drift_report_read_by_column_equals_the_whole_frame_one(tmp_path: Path
     assert streamed.verdict == whole.verdict and streamed.drifted_columns == whole.drifted_columns == ["a", "c"]
     assert streamed.column_scores == whole.column_scores
     assert streamed.quality_issues == whole.quality_issues and any("'new'" in i for i in streamed.quality_issues)
+
+
+def test_a_large_arrival_window_is_exported_batch_by_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.monitoring_stream as stream
+    from tasks.monitoring_data import export_inference_window
+
+    _log(tmp_path / "log")
+    start, end = T0.isoformat(), (T0 + dt.timedelta(hours=6)).isoformat()
+    whole = export_inference_window.fn(str(tmp_path / "log"), "churn", start, end, str(tmp_path / "whole.parquet"))
+    monkeypatch.setattr(stream, "STREAM_ABOVE_ROWS", 100)
+    streamed = export_inference_window.fn(str(tmp_path / "log"), "churn", start, end, str(tmp_path / "big.parquet"))
+    assert streamed.rows == whole.rows == 400 and streamed.labeled_rows == whole.labeled_rows > 0
+    assert streamed.versions == whole.versions == ["1", "2"] and streamed.first_arrival == whole.first_arrival
+    left = pd.read_parquet(tmp_path / "big.parquet").sort_values("request_id").reset_index(drop=True)
+    right = pd.read_parquet(tmp_path / "whole.parquet").sort_values("request_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)
