@@ -137,7 +137,8 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
                 f"{MODEL}-training-monitor-run", f"{MODEL}-training-triggering-event"])))
         assert "**Started by**" in summary.data and summary.description.startswith(f"v{champion.version} promoted")
         assert {a.key for a in started} == {f"{MODEL}-training-monitor-run", f"{MODEL}-training-triggering-event"}
-        assert all(a.data.startswith(prefect_server.removesuffix("/api")) for a in started), [a.data for a in started]
+        ui = prefect_server.removesuffix("/api")
+        assert all(f"]({ui}/" in a.data for a in started), [a.data for a in started]  # markdown links to the UI
         [moved] = [m for m in chain["history"] if m["alias"] == "champion" and m["to_version"] == champion.version]
         before = model_lineage(MODEL, mlflow_block=mlflow_block_name, serving_block="loop-serving",
                                at=dt.datetime.fromisoformat(moved["at"]) - dt.timedelta(milliseconds=1))

@@ -65,9 +65,10 @@ def test_the_training_artifacts_carry_the_verdict_and_link_mlflow(trained, mlflo
             "ct-main-training-mlflow-run", "ct-main-training-mlflow-model-version"])))
     assert summary.description.startswith("v1 promoted: roc_auc ") and "(no champion), data " in summary.description
     assert {a.key for a in links} == {"ct-main-training-mlflow-run", "ct-main-training-mlflow-model-version"}
-    for artifact in links:
-        assert artifact.data.startswith(mlflow_server.url), artifact.data
-        assert httpx.get(artifact.data.split("#")[0], timeout=30).status_code == 200
+    for artifact in links:  # a link artifact's data is its markdown: [title](url)
+        url = artifact.data.rsplit("](", 1)[-1].rstrip(")")
+        assert url.startswith(mlflow_server.url + "/#/"), artifact.data
+        assert httpx.get(url.split("#")[0], timeout=30).status_code == 200
     assert trained.version_url and trained.version_url.endswith("/#/models/ct-main/versions/1")
 
 

@@ -10,13 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from prefect import flow
-from pydantic import ValidationError
 
 from blocks.monitoring_policy import MonitoringPolicy
 from tasks.evidently_drift import DriftSummary, compute_drift
 from tasks.evidently_monitoring import run_drift_report
 from tasks.exceptions import MonitoringError
-from tasks.monitoring_performance import compute_performance, evaluate_performance
 
 SHIFTS = (0.1, 0.2, 0.3, 0.4, 0.5)
 #: Tests marked no_server call plain functions and task bodies (``.fn``); the 1M-row sampled-verdict
@@ -196,70 +194,6 @@ def test_runs_as_a_prefect_task_in_a_flow(mixed_files: tuple[str, str], tmp_path
     summary = monitor(MonitoringPolicy())
     assert isinstance(summary, DriftSummary)
     assert summary.drifted_columns == ["income"] and Path(summary.html_path).is_file()
-
-
-def labelled_window(rows: int, accuracy: float, seed: int = 0) -> pd.DataFrame:
-    """Labels, predictions right with probability ``accuracy``, and informative scores."""
-    rng = np.random.default_rng(seed)
-    label = rng.integers(0, 2, rows)
-    right = rng.random(rows) < accuracy
-    prediction = np.where(right, label, 1 - label)
-    score = np.clip(0.5 + (prediction - 0.5) * rng.uniform(0.05, 1.0, rows), 0, 1)
-    return pd.DataFrame({"label": label, "prediction": prediction, "score": score})
-
-
-@NO_SERVER
-def test_performance_decay_is_detected(tmp_path: Path) -> None:
-    baseline = {"roc_auc": 0.90, "accuracy": 0.90, "f1": 0.90}
-    good = write(labelled_window(2000, 0.90), tmp_path / "good.parquet")
-    worse_frame = labelled_window(2000, 0.70, seed=1)
-    worse_frame.loc[:499, "label"] = np.nan  # labels not arrived yet: skipped
-    worse = write(worse_frame, tmp_path / "worse.parquet")
-
-    ok = evaluate_performance.fn(good, "label", "prediction", "score", baseline, MonitoringPolicy())
-    assert ok.verdict == "ok" and not ok.decayed
-    assert ok.metrics["accuracy"] == pytest.approx(0.90, abs=0.03)
-
-    policy = MonitoringPolicy(primary_metric="accuracy")
-    decayed = evaluate_performance.fn(worse, "label", "prediction", "score", baseline, policy)
-    assert decayed.verdict == "decayed" and decayed.decayed
-    assert decayed.labeled_rows == 1500 and decayed.total_rows == 2000
-    assert decayed.drop == pytest.approx(0.20, abs=0.04)
-    assert {"roc_auc", "accuracy", "f1", "precision", "recall"} <= set(decayed.metrics)
-    assert decayed.metrics["roc_auc"] < ok.metrics["roc_auc"]
-
-    few = compute_performance(labelled_window(100, 0.5), "label", "prediction", "score", baseline, policy)
-    assert few.verdict == "not_enough_data" and not few.decayed
-
-
-@NO_SERVER
-def test_performance_bad_input_is_a_clear_error(tmp_path: Path) -> None:
-    path = write(labelled_window(500, 0.9), tmp_path / "labelled.parquet")
-    with pytest.raises(MonitoringError, match="baseline_metrics has no 'roc_auc'"):
-        evaluate_performance.fn(path, "label", "prediction", "score", {"accuracy": 0.9}, MonitoringPolicy())
-    with pytest.raises(MonitoringError, match="needs score_column"):
-        evaluate_performance.fn(path, "label", "prediction", None, {"roc_auc": 0.9}, MonitoringPolicy())
-    with pytest.raises(MonitoringError, match=r"lacks column\(s\) \['truth'\]"):
-        evaluate_performance.fn(path, "truth", "prediction", "score", {"roc_auc": 0.9}, MonitoringPolicy())
-
-
-@NO_SERVER
-def test_policy_rejects_unknown_methods_and_inconsistent_sizes() -> None:
-    with pytest.raises(ValidationError, match="Unknown drift method"):
-        MonitoringPolicy(column_methods={"age": "kolmogorov"})
-    with pytest.raises(ValidationError, match="max_sample_rows"):
-        MonitoringPolicy(min_window_rows=1000, max_sample_rows=500)
-    policy = MonitoringPolicy(column_methods={"age": "psi"}, column_thresholds={"tenure": 0.01})
-    assert (policy.method_for("age", False), policy.threshold_for("age")) == ("psi", None)
-    assert (policy.method_for("plan", True), policy.threshold_for("tenure")) == ("chisquare", 0.01)
-
-
-def test_policy_saves_and_loads_as_a_prefect_block() -> None:
-    policy = MonitoringPolicy(drift_share=0.3, column_methods={"income": "psi"}, column_thresholds={"income": 0.2})
-    policy.save("monitoring-policy-test", overwrite=True)
-    loaded = MonitoringPolicy.load("monitoring-policy-test")
-    assert loaded.drift_share == 0.3 and loaded.column_methods == {"income": "psi"}
-    assert loaded.threshold_for("income") == 0.2
 
 
 @NO_SERVER
