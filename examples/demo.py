@@ -161,6 +161,7 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
 
     kept = {"Prefect server": (prefect_server.process.pid, prefect_server.url),
             "MLflow server": (mlflow_server.process.pid, mlflow_server.url)}
+    record_kept(home, kept)  # recorded before anything else can fail: `--stop` finds them either way
     if runner is not None:
         # The story's runner serves only the two event-triggered deployments (a schedule firing mid-story
         # would change it); what is left running serves every deployment, so each can be run from the UI.
@@ -169,10 +170,14 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
 
         stop_started(runner, 60)  # SIGTERM, then SIGKILL: a runner waits for its runs on SIGTERM
 
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         runner = start_runner(home, f"{prefect_server.url}/api", None)
-        served = [f"{d.flow_name}/{d.name}" for d in definitions()]
-        wait_for_triggers([f"{d.flow_name}/{d.name}" for d in definitions() if d.triggers])
         kept["deployment runner"] = (runner.pid, str(home / "runner.log"))
+        record_kept(home, kept)
+        served = [f"{d.flow_name}/{d.name}" for d in definitions()]
+        with temporary_settings({PREFECT_API_URL: f"{prefect_server.url}/api"}):  # the story's context has closed
+            wait_for_triggers([f"{d.flow_name}/{d.name}" for d in definitions() if d.triggers])
         say(f"the runner now serves every deployment ({len(served)}): {', '.join(served)}; run one with "
             f"PREFECT_API_URL={prefect_server.url}/api .venv/bin/prefect deployment run '{served[3]}'")
     path = record_kept(home, kept)

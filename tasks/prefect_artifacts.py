@@ -39,7 +39,8 @@ def publish_report(key: str, markdown: str, table: list[dict[str, Any]] | None =
         create_table_artifact(table=table, key=f"{key}-metrics", description=description)
     for title, url in (links or {}).items():
         if url.startswith(("http://", "https://")):
-            create_link_artifact(link=url, link_text=title, key=f"{key}-{_key(title)}")
+            create_link_artifact(link=url, link_text=title, key=f"{key}-{_key(title)}",
+                                 description=f"{title}: {description}" if description else title)
 
 
 @task(name="tag-flow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
