@@ -131,8 +131,9 @@ def test_drift_in_served_traffic_leads_to_a_new_champion_serving(
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
         with get_client(sync_client=True) as prefect:
-            [summary] = prefect.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[f"{MODEL}-training-summary"])), limit=1)
+            [summary] = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"{MODEL}-training-summary"])))  # the retrain's own summary
+                         if str(a.flow_run_id) == champion.tags["mlops.prefect.flow_run_id"]]
             started = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
                 f"{MODEL}-training-monitor-run", f"{MODEL}-training-triggering-event"])))
         assert "**Started by**" in summary.data and summary.description.startswith(f"v{champion.version} promoted")

@@ -53,16 +53,18 @@ def test_first_run_versions_trains_registers_and_promotes(trained, client: Mlflo
     assert 0.6 < trained.metrics["roc_auc"] < 1.0
 
 
-def test_the_training_artifacts_carry_the_verdict_and_link_mlflow(trained, mlflow_server) -> None:
+def test_the_training_artifacts_carry_the_verdict_and_link_mlflow(trained, mlflow_server, client: MlflowClient) -> None:
     """Issue 9: the summary card says what happened without opening it, and links the run and the version."""
+    flow_run_id = client.get_model_version("ct-main", trained.model_version).tags["mlops.prefect.flow_run_id"]
     import httpx
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as prefect:
-        summary = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
-            "ct-main-training-summary"])))[0]
+        [summary] = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "ct-main-training-summary"]))) if a.flow_run_id is not None and str(a.flow_run_id) == flow_run_id]
         links = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "ct-main-training-mlflow-run", "ct-main-training-mlflow-model-version"])))
+        links = [a for a in links if str(a.flow_run_id) == flow_run_id]
     assert summary.description.startswith("v1 promoted: roc_auc ") and "(no champion), data " in summary.description
     assert {a.key for a in links} == {"ct-main-training-mlflow-run", "ct-main-training-mlflow-model-version"}
     for artifact in links:  # a link artifact's data is its markdown: [title](url)
