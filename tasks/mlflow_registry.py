@@ -282,7 +282,12 @@ def download_model_version(mlflow_server: MlflowServer, version: ModelVersionInf
         raise RegistryError(f"Model {version.name!r} version {version.version} at {version.source} has no MLmodel "
                             "file: the registered artifact is incomplete. Register a complete model or delete "
                             "that version, then rerun.")
-    shutil.rmtree(target, ignore_errors=True)
-    found.parent.rename(target)  # complete copies only: a killed download never looks cached
+    if not (target / "MLmodel").is_file():  # else another process (a pre-build, a deploy) finished it first
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover of an older layout
+        try:
+            found.parent.rename(target)  # complete copies only: a killed download never looks cached
+        except OSError:
+            if not (target / "MLmodel").is_file():  # not the concurrent copy arriving first: a real fault
+                raise
     shutil.rmtree(partial, ignore_errors=True)
     return str(target)

@@ -111,6 +111,19 @@ def test_concurrent_builds_of_one_bento_build_it_once(serving_registry: Any, tmp
     assert len(list((tmp_path / "bentoml" / "bentos").glob("*/*/bento.yaml"))) == 1
 
 
+def test_concurrent_downloads_of_one_version_both_get_the_complete_copy(serving_registry: Any,
+                                                                         tmp_path: Path) -> None:
+    """The training flow's pre-build and a deploy may download the same version at once."""
+    from tasks.mlflow_registry import download_model_version
+
+    server = serving_registry.server()
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: download_model_version.fn(server, serving_registry.v1, str(tmp_path)),
+                              range(2)))
+    assert paths[0] == paths[1] and (Path(paths[0]) / "MLmodel").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [Path(paths[0]).name]  # no partial copy left behind
+
+
 def test_container_recipe_is_written_without_docker(bentos: dict[str, Any], session_home: Path) -> None:
     block = serving_block_for(session_home, "serving-tests-recipe")
     recipe = write_container_recipe.fn(block, bentos["1"])
