@@ -29,8 +29,7 @@ from flows.common import (
 )
 from flows.deploy_model import prebuild_bento as prebuild
 from flows.training_data import prepare_training_data
-from flows.training_run import gate_under_lock, incoming_data, pipeline_run, resolve_task
-from flows.training_stages import evaluate_registered, tune_and_register
+from flows.training_run import candidate, gate_under_lock, incoming_data, pipeline_run, resolve_task
 from flows.tuning import TrialRunner, TrialRunnerKind
 from tasks import lineage as L
 from tasks.mlflow_pages import version_headline
@@ -65,6 +64,22 @@ class TrainingSummary(BaseModel):
     version_url: str | None = None
     trigger_links: dict[str, str] = {}
 
+    @classmethod
+    def of_run(cls, mlflow_server: Any, experiment_id: str, run_id: str, version: Any, registered: Any,
+               evaluation: Any, verdict: Any, aliases: list[str], champion: Any, champion_eval: Any, reused: bool,
+               info: Any, trigger: dict[str, Any] | None) -> TrainingSummary:
+        """Summarize a run that gated (and maybe promoted) ``registered``."""
+        before = champion.version if champion else None
+        return cls(
+            model_name=registered.name, data_rev=version.rev, data_md5=version.md5, run_id=run_id,
+            run_url=run_url(mlflow_server, experiment_id, run_id), model_version=registered.version,
+            promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.stated_reasons,
+            champion_before=before, champion_after=registered.version if verdict.promote else before,
+            metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {},
+            reused=reused, task_type=info.task_type, primary_metric=verdict.compared.get("primary_metric"),
+            version_url=model_version_link(mlflow_server, registered.name, registered.version),
+            trigger_links=trigger_links(trigger))
+
     def render(self) -> str:
         """Return a readable summary."""
         lines = [
@@ -88,60 +103,36 @@ def training_key(data_md5: str, spec: TrainingSpec, target: str, policy_json: st
 
 @flow(name="continuous-training", log_prints=True)
 def continuous_training(
-    data_file: str | None = None,
-    model_name: str = DEFAULT_MODEL_NAME,
-    target: str = "churned",
-    dataset_path: str = DEFAULT_DATASET_PATH,
-    training: TrainingSpec | None = None,
-    mlflow_block: str | None = None,
-    dvc_block: str | None = None,
-    policy_block: str | None = None,
-    contract_block: str | None = None,
-    trigger: dict[str, Any] | None = None,
-    feedback_hours: float | None = None,
-    feedback_since: str | None = None,
-    log_dir: str | None = None,
-    serving_block: str | None = None,
-    trial_runner: TrialRunnerKind = "threads",
-    dask_address: str | None = None,
-    dask_workers: int | None = None,
-    prebuild_bento: bool = False,
+    data_file: str | None = None, model_name: str = DEFAULT_MODEL_NAME, target: str = "churned",
+    dataset_path: str = DEFAULT_DATASET_PATH, training: TrainingSpec | None = None, mlflow_block: str | None = None,
+    dvc_block: str | None = None, policy_block: str | None = None, contract_block: str | None = None,
+    trigger: dict[str, Any] | None = None, feedback_hours: float | None = None, feedback_since: str | None = None,
+    log_dir: str | None = None, serving_block: str | None = None, trial_runner: TrialRunnerKind = "threads",
+    dask_address: str | None = None, dask_workers: int | None = None, prebuild_bento: bool = False,
 ) -> TrainingSummary:
     """Version the data, validate it, tune and evaluate, gate against the champion, register, promote.
 
-    Every parameter defaults to the embedded set-up: with no arguments this trains on the
-    data already versioned (or, the very first time, on a generated sample batch) with
-    MLflow on SQLite and a DVC repo + local remote under the state folder.
+    No arguments: the versioned data (a sample batch at first), MLflow on SQLite, DVC under the state folder.
 
     Args:
-        data_file: New data (CSV / Parquet) to version and train on; None retrains on the
-            dataset currently versioned (a sample batch if there is none yet).
+        data_file: New data (CSV / Parquet / JSON Lines) to validate, version and train on (None: the versioned set).
         model_name: Registered model name.
         target: Target column.
         dataset_path: Path of the dataset inside the data repository.
-        training: Estimator, parameters, search space and split (defaults: logistic regression grid).
-        mlflow_block: Name of a saved ``MlflowServer`` block (None: embedded SQLite).
-        dvc_block: Name of a saved ``DvcRepository`` block (None: embedded repo + local remote).
-        policy_block: Name of a saved ``PromotionPolicy`` block (None: default policy).
-        contract_block: Name of a saved ``DataContract`` block (None: the contract stored for
-            this model, inferred from its first dataset).
+        training: Estimator, parameters, search space and split (default: logistic regression grid).
+        mlflow_block: Saved ``MlflowServer`` block (None: embedded SQLite).
+        dvc_block: Saved ``DvcRepository`` block (None: embedded repo + local remote).
+        policy_block: Saved ``PromotionPolicy`` block (None: default policy).
+        contract_block: Saved ``DataContract`` block (None: the model's stored contract, else inferred).
         trigger: The event or schedule that started this run (recorded in lineage tags).
-        feedback_hours: With no ``data_file``, train on the versioned data plus the predictions
-            of the last this many hours whose ground truth has arrived (what a drift-triggered
-            retrain uses); the combined set is versioned like any new data.
-        feedback_since: Like ``feedback_hours`` but from this ISO 8601 time on (a drift
-            event passes the start of the window that drifted).
-        log_dir: Inference log root for ``feedback_hours`` (None: the serving block's, else the default).
-        serving_block: Name of the saved ``BentoMLServing`` block whose inference log feeds back.
-        trial_runner: Task runner of the tuning stage only (the ``tune-trials`` subflow): ``threads``
-            (a thread pool, the default), ``sequential`` or ``dask`` (``prefect-dask``). Every other
-            stage stays on this flow's task runner.
-        dask_address: With ``dask``, the scheduler of a running cluster (``tcp://host:8786``); its
-            workers need this machine's state folder at the same path (a shared file system).
-        dask_workers: With ``dask`` and no address, worker processes of the temporary
-            ``LocalCluster`` started for the stage (None: one per core).
-        prebuild_bento: After a promotion, build its bento (in ``serving_block``'s store) while
-            ``deploy-model`` starts, which then reuses it: a shorter loop (the trigger deployments do).
+        feedback_hours: With no ``data_file``: add the last hours of predictions whose ground truth arrived.
+        feedback_since: Like ``feedback_hours``, from this ISO 8601 time (a drift event passes its window start).
+        log_dir: Inference log root of the feedback (None: the serving block's, else the default).
+        serving_block: Saved ``BentoMLServing`` block: its inference log feeds back, its store gets the prebuild.
+        trial_runner: Task runner of the ``tune-trials`` subflow only: ``threads``, ``sequential`` or ``dask``.
+        dask_address: With ``dask``: a running scheduler (``tcp://host:8786``) sharing the state folder's path.
+        dask_workers: With ``dask`` and no address: worker processes of a temporary ``LocalCluster``.
+        prebuild_bento: After a promotion, build its bento while ``deploy-model`` starts (a shorter loop).
 
     Returns:
         A :class:`TrainingSummary` (data rev, run id, model version, verdict and reasons).
@@ -153,21 +144,15 @@ def continuous_training(
 
     Examples:
         >>> from flows.continuous_training import continuous_training
-        >>> summary = continuous_training()  # doctest: +SKIP
-        >>> print(summary.render())  # doctest: +SKIP
+        >>> print(continuous_training().render())  # doctest: +SKIP
         >>> continuous_training(data_file="new_batch.parquet", mlflow_block="prod-mlflow")  # doctest: +SKIP
-        >>> continuous_training(trial_runner="dask", dask_address="tcp://10.0.0.5:8786")  # doctest: +SKIP
     """
     spec = training or TrainingSpec()
     mlflow_server, data_repo = load_mlflow(mlflow_block), load_dvc(dvc_block)
-    policy, contract = load_policy(policy_block), load_contract(contract_block)
-    home = state_dir()
+    policy, contract, home = load_policy(policy_block), load_contract(contract_block), state_dir()
     expand_trials(spec)  # bad estimator paths and parameters fail here, before any work
     runner = TrialRunner.of(trial_runner, dask_address, dask_workers)  # likewise a bad trial runner
-    experiment_id = check_tracking_server(mlflow_server)
-    capture = L.capture_lineage(trigger)
-
-    # Data: validated, then versioned. Task: type, labels and metric defaults, before any trial.
+    experiment_id, capture = check_tracking_server(mlflow_server), L.capture_lineage(trigger)
     data_file = incoming_data(data_repo, data_file, dataset_path, model_name, target, spec, contract, home,
                               feedback_hours, feedback_since, log_dir, serving_block)
     data = prepare_training_data(data_repo, data_file, dataset_path, model_name, target, contract,
@@ -179,46 +164,37 @@ def continuous_training(
     close_interrupted_runs(mlflow_server, experiment_id, model_name, task.lineage[L.TAG_FLOW_RUN_ID])
     existing = find_version_by_tag(mlflow_server, model_name, L.TAG_TRAINING_KEY, key)
     if existing is not None and promotion_state(existing) != PENDING:
-        get_run_logger().info("Version %s was already trained on this data with these settings; reusing it",
-                              existing.version)
         return _reused(mlflow_server, experiment_id, model_name, existing, data.version, task.info.task_type)
 
     with pipeline_run(mlflow_server, experiment_id, model_name, task, key, target, existing) as run:
-        split_dir = str(home / "cache" / "splits")
-        split = split_dataset.with_options(refresh_cache=not split_files_exist(data.local_file, task.spec, split_dir))(
-            data.local_file, target, task.spec, split_dir, data.contract.feature_roles(), task.info.task_type)
-        if existing is None:  # tune (its own task runner), evaluate, log, register as "pending"
-            registered, evaluation = tune_and_register(
-                mlflow_server, experiment_id, run.run_id, model_name, task.spec, task.info, task.rules, split,
-                data.local_file, dataset_path, target, {**task.lineage, L.TAG_TRAINING_KEY: key},
-                str(home / "cache" / "models"), str(home / "cache" / "plots" / run.run_id), runner)
-        else:
-            registered, evaluation = existing, evaluate_registered(mlflow_server, existing, split, target,
-                                                                   task.info, task.rules)
+        split = _split(data, task, target, home)
+        registered, evaluation = candidate(mlflow_server, experiment_id, run, model_name, task, split, data,
+                                           dataset_path, target, key, home, runner, existing)
         champion, champion_eval, verdict, aliases = gate_under_lock(
             mlflow_server, model_name, registered, evaluation, split, target, task, data.version.rev, run,
             resumed=existing is not None)
 
-    if prebuild_bento and verdict.promote:
+    if prebuild_bento and verdict.promote:  # the deploy that the promotion event starts reuses this bento
         prebuild(mlflow_server, serving_block, model_name, registered.version)
-    summary = TrainingSummary(
-        model_name=model_name, data_rev=data.version.rev, data_md5=data.version.md5, run_id=run.run_id,
-        run_url=run_url(mlflow_server, experiment_id, run.run_id), model_version=registered.version,
-        promoted=verdict.promote, aliases=aliases, verdict=verdict.label, reasons=verdict.stated_reasons,
-        champion_before=champion.version if champion else None,
-        champion_after=registered.version if verdict.promote else (champion.version if champion else None),
-        metrics=evaluation.metrics, champion_metrics=champion_eval.metrics if champion_eval else {},
-        reused=existing is not None, task_type=task.info.task_type,
-        primary_metric=verdict.compared.get("primary_metric"),
-        version_url=model_version_link(mlflow_server, model_name, registered.version),
-        trigger_links=trigger_links(trigger))
+    summary = TrainingSummary.of_run(mlflow_server, experiment_id, run.run_id, data.version, registered, evaluation,
+                                     verdict, aliases, champion, champion_eval, existing is not None, task.info,
+                                     trigger)
     _publish(summary)
     return summary
+
+
+def _split(data: Any, task: Any, target: str, home: Any) -> Any:
+    """Split the versioned data (train / test files cached by data hash and split settings)."""
+    split_dir = str(home / "cache" / "splits")
+    return split_dataset.with_options(refresh_cache=not split_files_exist(data.local_file, task.spec, split_dir))(
+        data.local_file, target, task.spec, split_dir, data.contract.feature_roles(), task.info.task_type)
 
 
 def _reused(mlflow_server: Any, experiment_id: str, model_name: str, existing: Any, version: Any,
             task_type: str) -> TrainingSummary:
     """Return (and print) the summary of a run that reused an identical earlier version."""
+    get_run_logger().info("Version %s was already trained on this data with these settings; reusing it",
+                          existing.version)
     champion = get_alias_version(mlflow_server, model_name, CHAMPION)
     summary = TrainingSummary(
         model_name=model_name, data_rev=version.rev, data_md5=version.md5, run_id=existing.run_id,

@@ -272,15 +272,9 @@ def _publish_summary(summary: MonitoringSummary, drift: DriftSummary) -> None:
 
 @flow(name="monitor-model", log_prints=True)
 def monitor_model(
-    model_name: str = DEFAULT_MODEL_NAME,
-    window_hours: float = 24.0,
-    window_end: str | None = None,
-    mlflow_block: str | None = None,
-    dvc_block: str | None = None,
-    monitoring_block: str | None = None,
-    log_dir: str | None = None,
-    serving_block: str | None = None,
-    emit_events: bool = True,
+    model_name: str = DEFAULT_MODEL_NAME, window_hours: float = 24.0, window_end: str | None = None,
+    mlflow_block: str | None = None, dvc_block: str | None = None, monitoring_block: str | None = None,
+    log_dir: str | None = None, serving_block: str | None = None, emit_events: bool = True,
     arrival_lookback_hours: float | None = None,
 ) -> MonitoringSummary:
     """Compare a window of served traffic with the champion's training data.

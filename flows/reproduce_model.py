@@ -118,12 +118,8 @@ def reproduction_run(mlflow_server: MlflowServer, experiment_id: str, record: R.
 
 @flow(name="reproduce-model", log_prints=True)
 def reproduce_model(
-    model_name: str = DEFAULT_MODEL_NAME,
-    version: str | None = None,
-    alias: str = "champion",
-    tolerance: float = 0.02,
-    mlflow_block: str | None = None,
-    dvc_block: str | None = None,
+    model_name: str = DEFAULT_MODEL_NAME, version: str | None = None, alias: str = "champion",
+    tolerance: float = 0.02, mlflow_block: str | None = None, dvc_block: str | None = None,
     experiment_name: str | None = None,
 ) -> ReproductionSummary:
     """Retrain a registered version from its recorded data rev and settings; compare its metrics with the record.

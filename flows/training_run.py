@@ -23,7 +23,7 @@ from blocks.mlflow_server import MlflowServer
 from blocks.promotion_policy import PromotionPolicy
 from flows.common import contract_file, inference_log_dir
 from flows.training_data import PreparedData, known_time_column
-from flows.training_stages import gate_and_promote, quietly
+from flows.training_stages import evaluate_registered, gate_and_promote, quietly, tune_and_register
 from tasks import lineage as L
 from tasks.dvc_data import init_data_repo, pull_dataset, read_dvc_md5
 from tasks.mlflow_locks import acquire_model_lock, release_model_lock
@@ -121,6 +121,21 @@ def pipeline_run(mlflow_server: MlflowServer, experiment_id: str, model_name: st
         raise
     if run.new:
         finish_pipeline_run(mlflow_server, run.run_id, "FINISHED", run.finish_tags)
+
+
+def candidate(mlflow_server: MlflowServer, experiment_id: str, run: PipelineRun, model_name: str, task: TrainingTask,
+              split: Any, data: PreparedData, dataset_path: str, target: str, key: str, home: Path, runner: Any,
+              existing: ModelVersionInfo | None) -> tuple[ModelVersionInfo, Any]:
+    """Return the challenger and its evaluation: tuned (own task runner), evaluated, registered ``pending``.
+
+    A version whose promotion was interrupted (``existing``) is evaluated again instead, and gated anew.
+    """
+    if existing is not None:
+        return existing, evaluate_registered(mlflow_server, existing, split, target, task.info, task.rules)
+    return tune_and_register(
+        mlflow_server, experiment_id, run.run_id, model_name, task.spec, task.info, task.rules, split,
+        data.local_file, dataset_path, target, {**task.lineage, L.TAG_TRAINING_KEY: key},
+        str(home / "cache" / "models"), str(home / "cache" / "plots" / run.run_id), runner)
 
 
 def gate_under_lock(mlflow_server: MlflowServer, model_name: str, registered: ModelVersionInfo, evaluation: Any,
