@@ -36,7 +36,7 @@ def patch_bentoml_timeout_middleware() -> bool:
 
     The patch applies only to the exact code it replaces (the source's sha256 is checked), so an
     upgrade of BentoML that changes the middleware leaves it alone and says so in the log;
-    ``tests/tasks/test_serving_service.py`` fails then, as a reminder to check whether it is
+    ``tests/tasks/_serving/test_service.py`` fails then, as a reminder to check whether it is
     still needed.
 
     Returns:

@@ -1,17 +1,17 @@
-"""The bento config carries the task (shared contract 4), and the smoke request checks the output type."""
+"""Packaging a registered version as a bento: model URIs, lineage labels, the task in the config, reuse, bad models."""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tasks.bentoml_packaging import build_bento, read_mlflow_signature
-from tasks.bentoml_serving import start_bento_server, stop_bento_server
-from tasks.exceptions import PackagingError, ServingError
-from tasks.serving_checks import prediction_problem, smoke_test_server
+from tasks.bentoml_packaging import build_bento, parse_model_uri, read_mlflow_signature, resolve_model_version
+from tasks.exceptions import PackagingError, RegistryError
 
 pytest.register_assert_rewrite("serving_fixtures")
 from serving_fixtures import serving_block_for  # noqa: E402
@@ -71,28 +71,67 @@ def test_garbage_mlmodel_is_a_packaging_error_naming_the_file(serving_registry: 
         build_bento.fn(block, serving_registry.v1, str(copy))
 
 
-@pytest.mark.parametrize(("prediction", "task_type", "classes", "ok"), [
-    (1, "binary", [0, 1], True), ("1", "binary", [0, 1], True), (2, "binary", [0, 1], False),
-    ("setosa", "multiclass", ["setosa", "virginica"], True), ("rose", "multiclass", ["setosa"], False),
-    (3.5, "regression", None, True), (float("inf"), "regression", None, False), ("3.5", "regression", None, False),
-    (True, "regression", None, False), (None, None, None, False), ([1], "binary", [0, 1], False), (7, None, None, True),
-])
-def test_prediction_types_by_task(prediction: Any, task_type: str | None, classes: list[Any] | None,
-                                  ok: bool) -> None:
-    problem = prediction_problem(prediction, task_type, classes)
-    assert (problem is None) == ok, problem
+# -- packaging ---------------------------------------------------------------------------------------
+def test_model_uri_forms_are_understood() -> None:
+    assert parse_model_uri("models:/churn@champion") == ("churn", "champion", None)
+    assert parse_model_uri("models:/churn/7") == ("churn", None, "7")
+    assert parse_model_uri("churn") == ("churn", None, None)
+    with pytest.raises(RegistryError, match="models:/<name>@<alias>"):
+        parse_model_uri("models:/churn@")
 
 
-def test_smoke_request_checks_the_answer_type(session_home: Path, bentos: dict[str, Any]) -> None:
-    block = serving_block_for(session_home, "serving-tests-config-smoke")
-    backend = start_bento_server.fn(block, bentos["1"])
-    try:
-        right = bentos["1"].model_copy(update={"task_type": "binary", "classes": [0, 1]})
-        assert smoke_test_server.fn(backend.url, right).status == 200
-        wrong = bentos["1"].model_copy(update={"task_type": "multiclass", "classes": ["a", "b", "c"]})
-        with pytest.raises(ServingError, match="not one of the model's classes"):
-            smoke_test_server.fn(backend.url, wrong)
-        regression = bentos["1"].model_copy(update={"task_type": "regression", "classes": None})
-        assert smoke_test_server.fn(backend.url, regression).status == 200  # 0 / 1 are finite numbers
-    finally:
-        stop_bento_server.fn(block, backend, drain=False)
+def test_resolve_by_alias_uri_and_unknown_alias(serving_registry: Any) -> None:
+    server = serving_registry.server()
+    found = resolve_model_version.fn(server, f"models:/{serving_registry.model}@champion")
+    champion = server.get_client().get_model_version_by_alias(serving_registry.model, "champion")
+    assert found.version == str(champion.version) and found.run_id == champion.run_id
+    assert resolve_model_version.fn(server, f"models:/{serving_registry.model}/2").version == "2"
+    with pytest.raises(RegistryError, match="no alias 'nope'"):
+        resolve_model_version.fn(server, serving_registry.model, alias="nope")
+    with pytest.raises(RegistryError, match="no version 99"):
+        resolve_model_version.fn(server, serving_registry.model, version="99")
+
+
+def test_bento_carries_lineage_labels_and_is_not_locked(bentos: dict[str, Any], serving_registry: Any) -> None:
+    bento = bentos["1"]
+    meta = yaml.safe_load((Path(bento.path) / "bento.yaml").read_text())
+    labels = meta["labels"]
+    assert labels["model_name"] == serving_registry.model and labels["model_version"] == "1"
+    assert labels["run_id"] == serving_registry.v1.run_id
+    assert labels["data_rev"] == serving_registry.v1.tags["mlops.data.rev"] and len(labels["data_rev"]) == 40
+    python_env = Path(bento.path) / "env" / "python"
+    assert not (python_env / "requirements.lock.txt").exists()
+    assert "scikit-learn==" in (python_env / "requirements.txt").read_text()
+    assert meta["services"][0]["models"][0]["tag"] == bento.model_tag
+    assert bento.features[:2] == ["tenure_months", "monthly_charges"] and len(bento.input_example) == 3
+
+
+def test_rebuilding_the_same_version_reuses_the_bento(bentos: dict[str, Any], serving_registry: Any,
+                                                      session_home: Path) -> None:
+    block = serving_block_for(session_home, "serving-tests-rebuild")
+    again = build_bento.fn(block, serving_registry.v1, serving_registry.dirs["1"])
+    assert again.tag == bentos["1"].tag and not again.built
+
+
+def test_concurrent_builds_of_one_bento_build_it_once(serving_registry: Any, tmp_path: Path) -> None:
+    """The training flow pre-builds a promoted bento while deploy-model may build it too: one build, one bento."""
+    from blocks.bentoml_serving import BentoMLServing
+
+    block = BentoMLServing(store_path=str(tmp_path / "bentoml"), log_dir=str(tmp_path / "log"), port=3999)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: build_bento.fn(block, serving_registry.v1, serving_registry.dirs["1"]),
+                                range(2)))
+    assert results[0].tag == results[1].tag
+    assert sorted(r.built for r in results) == [False, True]
+    assert len(list((tmp_path / "bentoml" / "bentos").glob("*/*/bento.yaml"))) == 1
+
+
+def test_a_model_without_signature_cannot_be_packaged(serving_registry: Any, tmp_path: Path,
+                                                      session_home: Path) -> None:
+    import mlflow.sklearn
+    from sklearn.dummy import DummyClassifier
+
+    mlflow.sklearn.save_model(DummyClassifier().fit([[0], [1]], [0, 1]), str(tmp_path / "model"))
+    block = serving_block_for(session_home, "serving-tests-nosig")
+    with pytest.raises(PackagingError, match="no signature"):
+        build_bento.fn(block, serving_registry.v1, str(tmp_path / "model"))

@@ -12,12 +12,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tasks.bentoml_container import write_container_recipe
-from tasks.bentoml_packaging import build_bento, parse_model_uri, resolve_model_version
 from tasks.bentoml_serving import ensure_front, start_bento_server, stop_bento_server
-from tasks.exceptions import PackagingError, RegistryError, ServingError
+from tasks.exceptions import ServingError
 from tasks.inference_log import read_inference_log
 from tasks.serving_checks import smoke_test_server
 from tasks.serving_endpoint import stop_serving
@@ -54,94 +51,6 @@ def in_process(model_dir: str, records: list[dict[str, Any]]) -> tuple[list[Any]
     model = mlflow.sklearn.load_model(model_dir)
     frame = pd.DataFrame.from_records(records)
     return model.predict(frame).tolist(), model.predict_proba(frame)[:, 1].tolist()
-
-
-# -- packaging ---------------------------------------------------------------------------------------
-def test_model_uri_forms_are_understood() -> None:
-    assert parse_model_uri("models:/churn@champion") == ("churn", "champion", None)
-    assert parse_model_uri("models:/churn/7") == ("churn", None, "7")
-    assert parse_model_uri("churn") == ("churn", None, None)
-    with pytest.raises(RegistryError, match="models:/<name>@<alias>"):
-        parse_model_uri("models:/churn@")
-
-
-def test_resolve_by_alias_uri_and_unknown_alias(serving_registry: Any) -> None:
-    server = serving_registry.server()
-    found = resolve_model_version.fn(server, f"models:/{serving_registry.model}@champion")
-    champion = server.get_client().get_model_version_by_alias(serving_registry.model, "champion")
-    assert found.version == str(champion.version) and found.run_id == champion.run_id
-    assert resolve_model_version.fn(server, f"models:/{serving_registry.model}/2").version == "2"
-    with pytest.raises(RegistryError, match="no alias 'nope'"):
-        resolve_model_version.fn(server, serving_registry.model, alias="nope")
-    with pytest.raises(RegistryError, match="no version 99"):
-        resolve_model_version.fn(server, serving_registry.model, version="99")
-
-
-def test_bento_carries_lineage_labels_and_is_not_locked(bentos: dict[str, Any], serving_registry: Any) -> None:
-    bento = bentos["1"]
-    meta = yaml.safe_load((Path(bento.path) / "bento.yaml").read_text())
-    labels = meta["labels"]
-    assert labels["model_name"] == serving_registry.model and labels["model_version"] == "1"
-    assert labels["run_id"] == serving_registry.v1.run_id
-    assert labels["data_rev"] == serving_registry.v1.tags["mlops.data.rev"] and len(labels["data_rev"]) == 40
-    python_env = Path(bento.path) / "env" / "python"
-    assert not (python_env / "requirements.lock.txt").exists()
-    assert "scikit-learn==" in (python_env / "requirements.txt").read_text()
-    assert meta["services"][0]["models"][0]["tag"] == bento.model_tag
-    assert bento.features[:2] == ["tenure_months", "monthly_charges"] and len(bento.input_example) == 3
-
-
-def test_rebuilding_the_same_version_reuses_the_bento(bentos: dict[str, Any], serving_registry: Any,
-                                                      session_home: Path) -> None:
-    block = serving_block_for(session_home, "serving-tests-rebuild")
-    again = build_bento.fn(block, serving_registry.v1, serving_registry.dirs["1"])
-    assert again.tag == bentos["1"].tag and not again.built
-
-
-def test_concurrent_builds_of_one_bento_build_it_once(serving_registry: Any, tmp_path: Path) -> None:
-    """The training flow pre-builds a promoted bento while deploy-model may build it too: one build, one bento."""
-    from blocks.bentoml_serving import BentoMLServing
-
-    block = BentoMLServing(store_path=str(tmp_path / "bentoml"), log_dir=str(tmp_path / "log"), port=3999)
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: build_bento.fn(block, serving_registry.v1, serving_registry.dirs["1"]),
-                                range(2)))
-    assert results[0].tag == results[1].tag
-    assert sorted(r.built for r in results) == [False, True]
-    assert len(list((tmp_path / "bentoml" / "bentos").glob("*/*/bento.yaml"))) == 1
-
-
-def test_concurrent_downloads_of_one_version_both_get_the_complete_copy(serving_registry: Any,
-                                                                         tmp_path: Path) -> None:
-    """The training flow's pre-build and a deploy may download the same version at once."""
-    from tasks.mlflow_registry import download_model_version
-
-    server = serving_registry.server()
-    with ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(lambda _: download_model_version.fn(server, serving_registry.v1, str(tmp_path)),
-                              range(2)))
-    assert paths[0] == paths[1] and (Path(paths[0]) / "MLmodel").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == [Path(paths[0]).name]  # no partial copy left behind
-
-
-def test_container_recipe_is_written_without_docker(bentos: dict[str, Any], session_home: Path) -> None:
-    block = serving_block_for(session_home, "serving-tests-recipe")
-    recipe = write_container_recipe.fn(block, bentos["1"])
-    text = Path(recipe.dockerfile).read_text()
-    assert "FROM " in text and "bentoml" in text.lower()
-    if recipe.image is None:
-        assert "No Docker engine" in recipe.message and "bentoml containerize" in recipe.message
-
-
-def test_a_model_without_signature_cannot_be_packaged(serving_registry: Any, tmp_path: Path,
-                                                      session_home: Path) -> None:
-    import mlflow.sklearn
-    from sklearn.dummy import DummyClassifier
-
-    mlflow.sklearn.save_model(DummyClassifier().fit([[0], [1]], [0, 1]), str(tmp_path / "model"))
-    block = serving_block_for(session_home, "serving-tests-nosig")
-    with pytest.raises(PackagingError, match="no signature"):
-        build_bento.fn(block, serving_registry.v1, str(tmp_path / "model"))
 
 
 # -- serving -----------------------------------------------------------------------------------------
@@ -264,23 +173,6 @@ def test_front_without_backend_answers_503_and_guards_its_admin_api(session_home
     finally:
         stopped = stop_serving(block)
     assert stopped["stopped"] == [f"front (pid {first['pid']})"] and not process_alive(first["pid"])
-
-
-@pytest.mark.parametrize("estimator", ["sklearn.linear_model.LogisticRegression",
-                                       "sklearn.ensemble.RandomForestClassifier"])
-def test_predictor_gives_exactly_what_the_pipeline_gives(estimator: str) -> None:
-    from tasks._serving.predictor import Predictor
-    from tasks.sample_data import make_customer_frame
-    from tasks.sklearn_training import build_pipeline, make_estimator
-
-    frame = make_customer_frame(600, seed=3)
-    features = [c for c in frame.columns if c not in ("churned", "event_time")]
-    params = {"n_estimators": 20, "random_state": 0} if "Forest" in estimator else {"max_iter": 500}
-    pipeline = build_pipeline(make_estimator(estimator, params), frame, features)
-    pipeline.fit(frame[features], frame["churned"])
-    predictions, scores = Predictor(pipeline)(frame[features])
-    assert predictions.tolist() == pipeline.predict(frame[features]).tolist()
-    assert np.array_equal(scores, pipeline.predict_proba(frame[features])[:, 1])
 
 
 def test_a_front_port_taken_by_another_program_is_a_clear_error(session_home: Path) -> None:

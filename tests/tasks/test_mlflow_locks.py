@@ -1,4 +1,4 @@
-"""The per-model registry lock against a real mlflow server, and the fail-closed champion read."""
+"""The per-model registry lock against a real mlflow server."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from tests_support import closed_port
 
 from blocks.mlflow_server import MlflowServer
 from tasks.exceptions import RegistryError
 from tasks.mlflow_locks import TAG_OWNER, acquire, lock_name, model_lock, release
-from tasks.mlflow_registry import alias_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,17 +54,3 @@ def test_lock_of_a_sigkilled_owner_is_broken_by_the_next_taker(mlflow_server) ->
     assert release(server, taken)
     names = {m.name for m in MlflowClient(tracking_uri=mlflow_server.url).search_registered_models()}
     assert not {n for n in names if n.startswith(lock_name(model))}
-
-
-def test_champion_read_fails_closed_when_the_registry_is_unreachable() -> None:
-    dead = MlflowServer(tracking_uri=f"http://127.0.0.1:{closed_port()}", max_retries=0, request_timeout_s=3)
-    with pytest.raises(RegistryError, match=r"Reading alias 'champion' of model 'm'.*rerun"):
-        alias_version(dead, "m", "champion")
-
-
-def test_missing_model_or_alias_is_no_champion(mlflow_server) -> None:
-    server = MlflowServer(tracking_uri=mlflow_server.url)
-    name = f"no-alias-{uuid.uuid4().hex[:6]}"
-    assert alias_version(server, name, "champion") is None
-    MlflowClient(tracking_uri=mlflow_server.url).create_registered_model(name)
-    assert alias_version(server, name, "champion") is None

@@ -1,4 +1,4 @@
-"""Training, evaluation and the gate on real data with real scikit-learn."""
+"""Training with real scikit-learn on real data: estimators, search, splits, cached and resumed trials."""
 
 from __future__ import annotations
 
@@ -6,20 +6,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 from prefect import flow, unmapped
 
-from blocks.promotion_policy import PromotionPolicy
 from tasks.exceptions import TrainingConfigError
-from tasks.model_evaluation import Evaluation, evaluate_model
-from tasks.promotion_gate import gate_challenger
 from tasks.sklearn_training import (
     TrainingSpec,
     expand_trials,
     make_estimator,
     select_best_trial,
     split_dataset,
+    submit_trials,
     train_trial,
+    trial_model_path,
 )
 
 
@@ -67,76 +65,23 @@ def test_parallel_trials_are_cached_on_the_data_hash(sample_dir: Path, tmp_path:
     assert select_best_trial.fn(first, "roc_auc").metrics["roc_auc"] == max(t.metrics["roc_auc"] for t in first)
 
 
-def _trained(sample_dir: Path, tmp_path: Path, estimator: str, params: dict) -> tuple[str, object]:
-    spec = TrainingSpec(estimator=estimator, params=params, search_space={})
-    split = split_dataset.fn(str(sample_dir / "day0.parquet"), "churned", spec, str(tmp_path / "splits"))
-    trial = train_trial.fn(split, "churned", spec, params, 0, str(tmp_path / "models"))
-    return trial.model_path, split
+def test_resume_refits_only_the_trial_whose_model_file_is_missing(sample_dir: Path, tmp_path: Path) -> None:
+    """Issue 8 item 5: one missing model file used to refit every trial."""
+    spec = TrainingSpec(search_space={"C": [0.1, 1.0, 10.0]}).resolved("binary")
 
+    @flow
+    def tune() -> tuple[list[str], list[str]]:
+        split = split_dataset(str(sample_dir / "day0.parquet"), "churned", spec, str(tmp_path / "splits"))
+        futures = submit_trials(split, "churned", spec, expand_trials(spec), str(tmp_path / "m"))
+        return [f.wait() or f.state.name for f in futures], [f.result().model_path for f in futures]
 
-def test_evaluation_slices_fairness_and_plots(sample_dir: Path, tmp_path: Path) -> None:
-    model, split = _trained(sample_dir, tmp_path, "sklearn.ensemble.RandomForestClassifier",
-                            {"n_estimators": 30, "max_depth": 6})
-    evaluation = evaluate_model.fn(model, split.test, "churned", "classification", split.features,
-                                   ["contract"], "gender", "roc_auc", 30, str(tmp_path / "plots"))
-    assert 0.6 < evaluation.metrics["roc_auc"] <= 1.0
-    assert set(evaluation.slice_metrics["contract"]) == {"month-to-month", "one-year", "two-year"}
-    assert evaluation.slice_gaps["contract"] >= 0
-    assert set(evaluation.fairness["groups"]) == {"female", "male"}
-    names = {Path(p).name for p in evaluation.plots}
-    assert {"confusion_matrix.png", "roc_curve.png", "pr_curve.png", "permutation_importance.png"} <= names
-    for plot in evaluation.plots:  # large enough to read: 1200 x 900 px
-        with Image.open(plot) as image:
-            assert image.size == (1200, 900), (plot, image.size)
-    # Permutation importance on the ORIGINAL columns, not the encoder's num__ / cat__ names.
-    raw = set(pd.read_parquet(split.test).columns)
-    assert set(evaluation.importance) and set(evaluation.importance) <= raw
-    assert not any("__" in name for name in evaluation.importance)
-    matrix = evaluation.plot_data.confusion
-    assert all(abs(sum(row) - 1.0) < 1e-3 for row in matrix)  # normalised by true label
-
-
-def test_linear_model_plots_signed_coefficients_with_column_names(sample_dir: Path, tmp_path: Path) -> None:
-    model, split = _trained(sample_dir, tmp_path, "sklearn.linear_model.LogisticRegression", {"C": 1.0})
-    evaluation = evaluate_model.fn(model, split.test, "churned", "binary", split.features, plot_dir=str(tmp_path),
-                                   classes=[0, 1], title="churn v3, data abc1234")
-    coefficients = evaluation.plot_data.coefficients
-    assert any(v < 0 for v in coefficients.values()) and any(v > 0 for v in coefficients.values())
-    assert not any(name.startswith(("num__", "cat__")) for name in coefficients)
-    assert "coefficients.png" in {Path(p).name for p in evaluation.plots}
-
-
-def test_regression_plots_predicted_against_actual(tmp_path: Path) -> None:
-    from sklearn.datasets import load_diabetes
-
-    frame = load_diabetes(as_frame=True).frame
-    data = tmp_path / "diabetes.parquet"
-    frame.to_parquet(data)
-    spec = TrainingSpec(estimator="sklearn.linear_model.Ridge", params={"alpha": 1.0}, search_space={},
-                        task_type="regression")
-    split = split_dataset.fn(str(data), "target", spec, str(tmp_path / "splits"))
-    trial = train_trial.fn(split, "target", spec, {"alpha": 1.0}, 0, str(tmp_path / "models"))
-    evaluation = evaluate_model.fn(trial.model_path, split.test, "target", "regression", split.features,
-                                   plot_dir=str(tmp_path / "plots"))
-    names = {Path(p).name for p in evaluation.plots}
-    assert {"predicted_vs_actual.png", "residuals.png", "permutation_importance.png"} <= names
-    assert set(evaluation.importance) <= set(frame.columns)
-
-
-def test_gate_rejects_worse_challenger_with_reasons() -> None:
-    champion = Evaluation(model="champion", rows=100, metrics={"roc_auc": 0.80, "accuracy": 0.75})
-    worse = Evaluation(model="challenger", rows=100, metrics={"roc_auc": 0.70, "accuracy": 0.70})
-    verdict = gate_challenger.fn(worse, champion, PromotionPolicy(), "1")
-    assert not verdict.promote
-    assert any("roc_auc" in r for r in verdict.reasons) and any("guard accuracy" in r for r in verdict.reasons)
-    better = Evaluation(model="challenger", rows=100, metrics={"roc_auc": 0.82, "accuracy": 0.76})
-    assert gate_challenger.fn(better, champion, PromotionPolicy(), "1").promote
-
-
-def test_gate_floors_slices_and_fairness_for_a_first_model() -> None:
-    policy = PromotionPolicy(floors={"roc_auc": 0.75}, max_slice_gap=0.1, max_disparity=0.05)
-    evaluation = Evaluation(model="challenger", rows=100, metrics={"roc_auc": 0.7}, slice_gaps={"region": 0.2},
-                            fairness={"attribute": "gender", "disparity": 0.3})
-    verdict = gate_challenger.fn(evaluation, None, policy)
-    assert not verdict.promote
-    assert len(verdict.reasons) == 3
+    first, paths = tune()
+    assert first == ["Completed", "Completed", "Completed"]
+    assert tune()[0] == ["Cached", "Cached", "Cached"]
+    Path(paths[1]).unlink()  # what a run killed mid-training leaves behind: one trial's model missing
+    third, again = tune()
+    assert third == ["Cached", "Completed", "Cached"]
+    assert again == paths and Path(paths[1]).is_file()
+    split = split_dataset.fn(str(sample_dir / "day0.parquet"), "churned", spec, str(tmp_path / "splits2"))
+    assert trial_model_path(split, "churned", spec, {"max_iter": 1000, "C": 0.1}, "m").name.endswith(".joblib")
+    assert pd.read_parquet(split.train).shape[0] > 0
