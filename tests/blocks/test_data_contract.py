@@ -1,4 +1,4 @@
-"""Column roles, time column and task type in the data contract, on real bundled datasets."""
+"""The data contract: inference, save/load as a block, column roles, time column and task type on bundled data."""
 
 from __future__ import annotations
 
@@ -179,3 +179,21 @@ def test_float_class_labels_match_their_category_list() -> None:
     contract = DataContract.infer(frame, target="y", min_rows=10)
     assert contract.columns["y"].categories == ["0", "1"] and check_frame(frame, contract).passed
     assert "categories" in {v.check for v in check_frame(frame.assign(y=[0.0, 2.0] * 20), contract).violations}
+
+
+def test_data_contract_infer_edit_save_load(prefect_server: str) -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["a", "b", "a"], "y": [0, 1, 0]})
+    contract = DataContract.infer(frame, target="y", min_rows=3)
+    assert contract.columns["x"].kind == "numeric"
+    assert contract.columns["c"].categories == ["a", "b"]
+    assert contract.columns["y"].categories == ["0", "1"]
+    contract.columns["c"].categories.append("z")
+    contract.save("roundtrip-contract", overwrite=True)
+    loaded = DataContract.load("roundtrip-contract")
+    assert loaded.columns["c"].categories == ["a", "b", "z"]
+    assert loaded.columns["x"].min < 1.0 < 3.0 < loaded.columns["x"].max
+
+
+def test_contract_infer_rejects_missing_target() -> None:
+    with pytest.raises(ValueError, match="target column 'nope'"):
+        DataContract.infer(pd.DataFrame({"x": [1]}), target="nope")

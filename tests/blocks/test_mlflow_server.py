@@ -1,4 +1,5 @@
-"""A block's MLflow credentials stay scoped to its own client's calls (issue 8, item 9).
+"""The MlflowServer block: save/load keeps the secret, credentials stay scoped to the block's own client's calls
+(issue 8, item 9), and a new embedded SQLite store opened by several processes at once is created once.
 
 A recording proxy in front of the real mlflow server shows what went over the wire.
 """
@@ -20,6 +21,7 @@ from mlflow_proxy import RecordingProxy
 from pydantic import SecretStr
 
 from blocks.mlflow_server import MlflowServer
+from deployments.definitions import PROJECT_ROOT
 from flows.continuous_training import continuous_training
 from tasks.sklearn_training import TrainingSpec
 
@@ -114,3 +116,37 @@ def test_training_run_with_secrets_sends_them_but_records_them_nowhere(proxy: Re
 
     messages = asyncio.run(logs())
     assert messages and not any(secret in m for m in messages)
+
+
+OPEN_STORE = """
+import sys
+from pathlib import Path
+from blocks.mlflow_server import MlflowServer
+server = MlflowServer.embedded(Path(sys.argv[1]))
+print(len(server.get_client().search_registered_models()))
+"""
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    # Before the lock, two processes migrating one new database failed with
+    # "table _alembic_tmp_experiments already exists" (two scheduled watch-data runs in CI).
+    root = tmp_path / "state" / "mlflow"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE, str(root)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
+        assert out.strip() == "0"
+    assert (root / "mlflow.db").stat().st_size > 0
+
+
+def test_mlflow_block_round_trip_keeps_secret_and_builds_client(prefect_server: str) -> None:
+    block = MlflowServer(tracking_uri="http://127.0.0.1:9", experiment_name="x", username="u",
+                         password=SecretStr("s3cret"))
+    block.save("roundtrip-mlflow", overwrite=True)
+    loaded = MlflowServer.load("roundtrip-mlflow")
+    assert loaded.password is not None and loaded.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(loaded)
+    client = loaded.get_client()
+    assert client.tracking_uri == "http://127.0.0.1:9"
+    assert client._registry_uri == "http://127.0.0.1:9"

@@ -1,4 +1,5 @@
-"""What `examples.demo --keep` leaves running is recorded, and `examples.demo --stop` stops it (real processes)."""
+"""Server processes: what `examples.demo --keep` leaves running is recorded and `examples.demo --stop` stops it,
+and the Prefect UI of a server we start talks to that server, whatever its port (real processes)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
+import pytest
 
 from deployments.definitions import PROJECT_ROOT
-from deployments.processes import KEPT_FILE, record_kept, stop_kept
+from deployments.processes import KEPT_FILE, ServerProcess, record_kept, start_prefect_server, stop_kept
 
 
 def sleeper() -> subprocess.Popen:
@@ -58,3 +62,26 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, 9)
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_prefect_server(tmp_path_factory.mktemp("ui-server"), ui=True)
+    yield server
+    server.stop()
+
+
+def test_ui_settings_name_the_server_itself(ui_server: ServerProcess) -> None:
+    assert not ui_server.url.endswith(":4200")  # a random port, where the old default would be wrong
+    settings = httpx.get(f"{ui_server.url}/ui-settings", timeout=10).json()
+    assert settings["api_url"] == f"{ui_server.url}/api"
+    assert httpx.get(f"{settings['api_url']}/health", timeout=10).json() is True
+
+
+def test_ui_pages_are_served(ui_server: ServerProcess) -> None:
+    page = httpx.get(f"{ui_server.url}/", timeout=10, follow_redirects=True)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_server_log_has_no_telemetry_error(ui_server: ServerProcess) -> None:
+    assert "Failed to send telemetry" not in Path(ui_server.log_path).read_text(errors="replace")
