@@ -1,4 +1,4 @@
-"""Scoring predictions: fairness by the positive label, one-vs-rest and the regression error gap."""
+"""Scoring predictions: binary metrics and fairness by the positive label, one-vs-rest, the regression error gap."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from blocks.promotion_policy import PromotionPolicy
 from tasks.model_evaluation import Evaluation
-from tasks.model_scoring import fairness_report
+from tasks.model_scoring import fairness_report, score_predictions
 from tasks.promotion_gate import gate_challenger
 
 
@@ -44,3 +44,16 @@ def test_fairness_multiclass_one_vs_rest_and_regression_error_gap() -> None:
     missing = Evaluation(model="challenger", rows=8, metrics={"rmse": 1.0, "r2": 0.5}, task_type="regression")
     verdict = gate_challenger.fn(missing, None, PromotionPolicy(sensitive_attribute="region", max_disparity=0.1))
     assert not verdict.promote and "fairness on region: disparity not measured" in verdict.reasons[0]
+
+
+def test_binary_metrics_use_the_positive_label_whatever_its_type() -> None:
+    y = np.array(["benign", "malignant", "malignant", "benign"])
+    pred = np.array(["benign", "malignant", "benign", "benign"])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    out = score_predictions("binary", y, pred, proba, ["benign", "malignant"], "malignant")
+    assert out["recall"] == 0.5 and out["precision"] == 1.0 and out["roc_auc"] == 1.0
+    flipped = score_predictions("binary", y, pred, proba, ["benign", "malignant"], "benign")
+    assert flipped["recall"] == 1.0 and flipped["precision"] == pytest.approx(2 / 3)
+    # One class present in a slice: ROC AUC is undefined and left out, never guessed.
+    assert "roc_auc" not in score_predictions("binary", y[:1], pred[:1], proba[:1], ["benign", "malignant"],
+                                              "malignant")
