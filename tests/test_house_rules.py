@@ -18,6 +18,20 @@ MAX_FLOW_LINES = 80
 # What each package may import of ours (ARCHITECTURE.md, "Layout"): nothing imports upward.
 MAY_IMPORT = {"blocks": {"blocks"}, "tasks": {"blocks", "tasks"}, "flows": {"blocks", "tasks", "flows"},
               "deployments": {"blocks", "tasks", "flows", "deployments"}}
+#: tests/ mirrors the code modules: the tests of <package>/<module>.py live in tests/<package>/test_<module>.py
+#: (tasks/_serving/<module>.py: tests/tasks/_serving/test_<module>.py). These test files under tests/<package>/
+#: test several modules at once and are named after what they cover; the other cross-cutting tests (the whole
+#: loop, the dataset matrix, these rules) live at the top of tests/, and the demo's in tests/examples/.
+CROSS_CUTTING = {
+    "blocks/test_block_standards.py": "every block against Prefect's standard block test suite",
+    "blocks/test_blocks.py": "every block: `prefect block register`, no I/O in a constructor",
+    "deployments/test_event_contract.py":
+        "each event of tasks/events.py starts the run that deployments/definitions.py names",
+    "flows/test_deploy_broken_artifact.py": "fault: a corrupted registry artifact through deploy-model and the aliases",
+    "flows/test_monitor_task_types.py": "monitor-model on a regression champion with an event-time column",
+    "flows/test_registry_concurrency.py": "concurrent alias moves and trainings: locks, alias history, training",
+    "flows/test_registry_faults.py": "faults: mlflow dropped mid-download, a SIGKILLed training and its promotion",
+}
 
 
 def _modules() -> list[Path]:
@@ -71,3 +85,33 @@ def test_loading_the_flows_and_the_cli_imports_no_heavy_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _code_modules() -> set[str]:
+    """Every module of the four packages as its path under the root without .py (``tasks/_serving/batcher``)."""
+    return {str(p.relative_to(ROOT).with_suffix("")) for p in _modules() if p.name != "__init__.py"}
+
+
+def _mirror_test_files() -> list[str]:
+    tests = ROOT / "tests"
+    return sorted(str(p.relative_to(tests)) for pkg in PACKAGES for p in (tests / pkg).rglob("test_*.py"))
+
+
+def test_tests_mirror_the_code_modules() -> None:
+    """Every test file under tests/<package>/ is test_<module>.py for an existing module, or listed as cross-cutting.
+
+    Modules without a test file of their own are printed (``-rP`` or ``-s`` shows them), not failed.
+    """
+    modules = _code_modules()
+    files = _mirror_test_files()
+    assert len(files) > 30
+    misnamed = [f for f in files if f not in CROSS_CUTTING
+                and str(Path(f).with_name(Path(f).name.removeprefix("test_")).with_suffix("")) not in modules]
+    assert misnamed == [], ("name each test file under tests/<package>/ test_<module>.py after the module it tests "
+                            "(move tests of another module to that module's file), or add a cross-cutting file "
+                            "to CROSS_CUTTING with what it covers")
+    assert sorted(set(CROSS_CUTTING) - set(files)) == []  # no stale entry
+    tested = {str(Path(f).with_name(Path(f).name.removeprefix("test_")).with_suffix("")) for f in files}
+    untested = sorted(modules - tested)
+    print(f"{len(untested)} of {len(modules)} modules have no test file of their own (tested through others):")
+    print("\n".join(f"  {m}.py" for m in untested))
