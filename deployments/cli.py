@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop-endpoint", help="stop a serving endpoint and all of its processes")
     stop.add_argument("--serving-block", default=None, help="saved BentoMLServing block (default: embedded)")
     stop.set_defaults(func=cmd_stop_endpoint)
+    from deployments.pipeline_spec_cli import add_parser as add_spec_parser
+    add_spec_parser(sub)
     serve = sub.add_parser("serve", help="serve every deployment from this process (no work pool)")
     _add_definition_options(serve)
     serve.add_argument("--limit", type=int, default=None, help="most flow runs at once")
