@@ -143,7 +143,8 @@ class DataSource(StrictModel):
 
     ``dvc``: the dataset versioned at ``dataset_path`` in the DVC repository (``blocks.dvc``); new
     data arrives through ``incoming_path`` (watched by ``watch-data``) or a drift-triggered retrain.
-    ``file``: every training run versions ``file`` first, then trains on it.
+    ``file``: every training run versions ``file`` first, then trains on it (so a drift-triggered
+    retrain also trains on the file, not on the labelled traffic of the window that drifted).
     """
 
     source: Literal["dvc", "file"] = Field(default="dvc", description="dvc (the versioned dataset) or file "
