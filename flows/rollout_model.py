@@ -145,7 +145,8 @@ def _stopped(mlflow_server: MlflowServer, target: ModelVersionInfo, verdict: Inf
                    f"# {target.name}: v{target.version} stays out of production\n\n"
                    f"1. staging {verdict.figures.url}\n2. {headline}\n3. production: not deployed; {still}{moved}\n\n"
                    f"**Reason**\n\n```\n{reasons[:3000]}\n```", description=f"{headline}; {still}")
-    return InfraValidationError(f"Rolling out {target.name} v{target.version} stopped on staging: {reasons[:1500]}. "
+    why = reasons[:1500].rstrip(".")
+    return InfraValidationError(f"Rolling out {target.name} v{target.version} stopped on staging: {why}. "
                                 f"It was not deployed to production: {still}{moved}. Fix the model or its serving "
                                 "settings, or relax the rollout policy, and roll out again.", verdict.reasons)
 

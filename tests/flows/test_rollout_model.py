@@ -12,13 +12,14 @@ import pytest
 
 from blocks.rollout_policy import RolloutPolicy
 from flows.rollout_model import TAG_ROLLOUT_STAGE, rollout_model
+from tasks.events import INFRA_VALIDATION_FAILED, model_resource_id
 from tasks.exceptions import InfraValidationError
 from tasks.infra_validation import TAG_VALIDATION, TAG_VALIDATION_REASON
 from tasks.mlflow_alias_history import alias_history, set_model_alias
 from tasks.serving_endpoint import serving_status, stop_serving
 
 pytest.register_assert_rewrite("serving_fixtures")
-from serving_fixtures import latest_artifact, serving_block_for  # noqa: E402
+from serving_fixtures import latest_artifact, serving_block_for, wait_for  # noqa: E402
 
 pytest_plugins = ["serving_fixtures"]
 
@@ -80,8 +81,8 @@ def test_a_good_version_goes_staging_validated_production(rolled_out: Any, endpo
     assert "v1 rolled out" in (latest_artifact(f"{serving_registry.model}-rollout-summary") or "")
 
 
-def test_a_version_failing_infra_validation_stays_out_of_production(rolled_out: Any, endpoints: Any,
-                                                                     serving_registry: Any) -> None:
+def test_a_version_failing_infra_validation_stays_out_of_production(
+        rolled_out: Any, endpoints: Any, serving_registry: Any, prefect_server: str) -> None:
     staging, production = endpoints
     server = serving_registry.server()
     set_model_alias.fn(server, serving_registry.model, "champion", "2", "rollout test: v2 promoted")
@@ -101,3 +102,32 @@ def test_a_version_failing_infra_validation_stays_out_of_production(rolled_out: 
     assert "v2 failed infra validation" in (latest_artifact(f"{serving_registry.model}-infra-validation-summary")
                                             or "")
     assert "stays out of production" in (latest_artifact(f"{serving_registry.model}-rollout-summary") or "")
+
+    def failed_event() -> dict | None:
+        body = {"filter": {"event": {"name": [INFRA_VALIDATION_FAILED]},
+                           "resource": {"id": [model_resource_id(serving_registry.model)]}}, "limit": 20}
+        events = httpx.post(f"{prefect_server}/events/filter", json=body, timeout=10).json()["events"]
+        return next((e for e in events if e["payload"].get("version") == "2"), None)
+
+    event = wait_for(failed_event, 60, "the infra-validation-failed event")
+    assert "min_rps" in event["payload"]["reason"] and event["payload"]["figures"]["rps"] > 0
+    assert (event["payload"]["serving_version"], event["payload"]["alias_restored_to"]) == ("1", "1")
+
+
+def test_a_version_that_fails_on_staging_moves_the_alias_back_to_what_production_serves(
+        rolled_out: Any, endpoints: Any, serving_registry: Any, broken_version: Any) -> None:
+    staging, production = endpoints
+    staged_before = serving_status(staging)["model_version"]
+    server = serving_registry.server()
+    set_model_alias.fn(server, serving_registry.model, "champion", broken_version.version, "rollout test: broken")
+    with pytest.raises(InfraValidationError, match="staging deployment failed") as failure:
+        rollout(serving_registry, POLICY)
+    assert "broken on purpose" in str(failure.value) and "v1 keeps serving" in str(failure.value)
+    assert answered_version(production.endpoint_url(), serving_registry) == "1"
+    assert serving_status(staging)["model_version"] == staged_before  # staging's previous version still serves there
+    client = server.get_client()
+    # Back to what production serves (v1), not to what staging served before (deploy-model's own restore would).
+    assert str(client.get_model_version_by_alias(serving_registry.model, "champion").version) == "1"
+    tags = client.get_model_version(serving_registry.model, broken_version.version).tags
+    assert tags[TAG_VALIDATION] == "failed" and "staging deployment failed" in tags[TAG_VALIDATION_REASON]
+    assert tags["mlops.infra.rps"] == "not measured" and tags[TAG_ROLLOUT_STAGE] == "rejected on staging"
