@@ -44,25 +44,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def endpoint_rss(serving: Any) -> float:
     """Resident memory (MiB) of every live process of the endpoint: front, backends, their workers."""
-    import psutil
-
     from tasks.serving_endpoint import serving_status
+    from tasks.system import tree_rss_mb
 
     status = serving_status(serving, probe=False)
-    pids = {status.get("front", {}).get("pid"), (status.get("backend") or {}).get("pid"),
-            *((status.get("backend") or {}).get("workers") or [])}
-    total = 0
-    seen: set[int] = set()
-    for pid in [p for p in pids if p]:
-        try:
-            root = psutil.Process(int(pid))
-            for proc in [root, *root.children(recursive=True)]:
-                if proc.pid not in seen:
-                    seen.add(proc.pid)
-                    total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 2**20
+    pids = [status.get("front", {}).get("pid"), (status.get("backend") or {}).get("pid"),
+            *((status.get("backend") or {}).get("workers") or [])]
+    return tree_rss_mb(pids) or 0.0
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ per second and p50 / p99 latency of:
 * ``in-process``: ``model.predict(<one-row DataFrame>)`` calls per second in one thread, the
   limit of any server that scores one request at a time.
 
-Load comes from a separate process (an asyncio HTTP/1.1 client over raw keep-alive sockets,
+Load comes from a separate process (``tasks/http_load.py``: an asyncio HTTP/1.1 client over raw keep-alive sockets,
 uvloop when installed), bounded in time and in request count, to 127.0.0.1 only. The servers
 run one at a time, so they never compete for the two cores.
 
@@ -34,7 +34,6 @@ of each and the ratio to the first variant. The machine is shared and noisy: com
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -61,75 +60,16 @@ MODELS = {
 
 
 # -- load client (runs in its own process) -----------------------------------------------------------
-async def _connection(host: str, port: int, request: bytes, stop_at: float, state: dict[str, Any],
-                      record: bool) -> None:
-    reader = writer = None
-    while time.perf_counter() < stop_at and state["sent"] < state["limit"]:
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
-            state["sent"] += 1
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            lower = head.lower()
-            at = lower.find(b"content-length:")
-            length = int(head[at + 15:head.index(b"\r\n", at)]) if at >= 0 else 0
-            if length:
-                await reader.readexactly(length)
-            if record:
-                state["latencies"].append(time.perf_counter() - started)
-                if status != 200:
-                    state["errors"] += 1
-            if b"connection: close" in lower:
-                writer.close()
-                writer = None
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            if record:
-                state["errors"] += 1
-            if writer is not None:
-                writer.close()
-            writer = None
-    if writer is not None:
-        writer.close()
-
-
-async def _load(host: str, port: int, path: str, body: bytes, connections: int, duration: float, warmup: float,
-                limit: int) -> dict[str, Any]:
-    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    warm = {"sent": 0, "limit": limit, "latencies": [], "errors": 0}
-    now = time.perf_counter()
-    await asyncio.gather(*(_connection(host, port, request, now + warmup, warm, False) for _ in range(connections)))
-    state = {"sent": 0, "limit": limit, "latencies": [], "errors": 0}
-    started = time.perf_counter()
-    await asyncio.gather(*(_connection(host, port, request, started + duration, state, True)
-                           for _ in range(connections)))
-    elapsed = time.perf_counter() - started
-    lat = sorted(state["latencies"])
-
-    def pct(q: float) -> float:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
-
-    ok = len(lat) - state["errors"]
-    return {"requests": len(lat), "errors": state["errors"], "rps": ok / elapsed, "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "seconds": elapsed}
-
-
 def load_client_main(args: argparse.Namespace) -> None:
-    """Entry point of the load-generating process: prints one JSON line."""
-    try:
-        import uvloop
+    """Entry point of the load-generating process: prints one JSON line (the generator is tasks/http_load.py)."""
+    sys.path.insert(0, str(ROOT))
+    from tasks.http_load import run_http_load
 
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
     body = Path(args.body_file).read_bytes()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the load client only targets this machine (127.0.0.1)")
-    print(json.dumps(runner(_load(args.host, args.port, args.path, body, args.connections, args.duration,
-                                  args.warmup, args.max_requests))))
+    print(json.dumps(run_http_load(args.host, args.port, args.path, body, args.connections, args.duration,
+                                   args.warmup, args.max_requests)))
 
 
 def run_load(port: int, path: str, body: bytes, connections: int, duration: float, tmp: Path) -> dict[str, Any]:

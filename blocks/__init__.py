@@ -9,6 +9,7 @@ from blocks.dvc_repository import DvcRepository
 from blocks.mlflow_server import MlflowServer
 from blocks.monitoring_policy import MonitoringPolicy
 from blocks.promotion_policy import PromotionPolicy
+from blocks.rollout_policy import RolloutPolicy
 
 __all__ = [
     "BentoMLServing",
@@ -18,4 +19,5 @@ __all__ = [
     "MlflowServer",
     "MonitoringPolicy",
     "PromotionPolicy",
+    "RolloutPolicy",
 ]

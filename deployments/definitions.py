@@ -146,6 +146,8 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
     shared = dict(parameters or {})
     training = "flows/continuous_training.py:continuous_training"
     retrain = {**shared, "prebuild_bento": True}  # the on-promotion deploy follows: overlap its bento build
+    # rollout-model's production endpoint is the shared serving block unless production_block is given.
+    rollout = {**({"production_block": shared["serving_block"]} if shared.get("serving_block") else {}), **shared}
     return [
         DeploymentDefinition(training, "scheduled", "Retrain on the latest data and labelled traffic, nightly.",
                              cron=retrain_cron, parameters={**retrain, "feedback_hours": 24.0}),
@@ -174,6 +176,8 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
                              parameters=shared),
         DeploymentDefinition("flows/reproduce_model.py:reproduce_model", "manual", "Retrain a version from its "
                              "recorded data rev and settings; compare its metrics.", parameters=shared),
+        DeploymentDefinition("flows/rollout_model.py:rollout_model", "manual", "Staged rollout: deploy to staging, "
+                             "load-test it against the rollout policy, then deploy to production.", parameters=rollout),
     ]
 
 

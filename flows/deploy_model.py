@@ -18,12 +18,11 @@ from tasks.bentoml_serving import ensure_front, start_bento_server, stop_bento_s
 from tasks.bentoml_supervisor import ensure_supervisor, heal_serving_endpoint
 from tasks.events import DEPLOYMENT_FAILED, MODEL_DEPLOYED, emit_model_event
 from tasks.exceptions import PackagingError, ServingError
-from tasks.mlflow_alias_history import list_alias_history, rollback_target, set_model_alias
+from tasks.mlflow_alias_history import restore_alias
 from tasks.mlflow_registry import (
     CHAMPION,
     ModelVersionInfo,
     download_model_version,
-    get_alias_version,
     tag_model_version,
 )
 from tasks.prefect_artifacts import publish_report
@@ -78,16 +77,9 @@ def _fail(mlflow_server: MlflowServer, serving: BentoMLServing, target: ModelVer
     """Record a failed deployment (alias moved back, MLflow tag, event, artifact) and return the error to raise."""
     logger = get_run_logger()
     live_version = serving_before.get("model_version") if serving_before.get("model_name") == target.name else None
-    restored = None
-    if alias:
-        current = get_alias_version(mlflow_server, target.name, alias)
-        if current is not None and current.version == target.version:
-            back_to = live_version or rollback_target(list_alias_history(mlflow_server, target.name, alias),
-                                                      target.version, alias)
-            if back_to and back_to != target.version:
-                set_model_alias(mlflow_server, target.name, alias, back_to,
-                                f"deployment of v{target.version} failed: {reason}"[:900], str(flow_run.id or ""))
-                restored = back_to
+    restored = restore_alias(mlflow_server, target.name, alias, target.version, live_version,
+                             f"deployment of v{target.version} failed: {reason}", str(flow_run.id or "")) \
+        if alias else None
     tag_model_version(mlflow_server, target.name, target.version,
                       {TAG_FAILED_AT: dt.datetime.now(dt.UTC).isoformat(), TAG_FAILED_REASON: reason[:4000]})
     emit_model_event(DEPLOYMENT_FAILED, target.name, {"version": target.version, "reason": reason[:2000],

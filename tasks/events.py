@@ -21,6 +21,10 @@ event                           payload keys
 ``mlops.model.rolled_back``     ``version``, ``previous_version``, ``reason``
 ``mlops.model.deployed``        ``version``, ``previous_version``, ``url``, ``bento``
 ``mlops.deployment.failed``     ``version``, ``reason``, ``serving_version``, ``alias_restored_to``
+``mlops.rollout.infra_validated``  ``version``, ``url``, ``figures``; ``figures`` = {rps, p50_ms, p99_ms,
+                                ``error_rate``, ``memory_mb``, requests, errors, concurrency, seconds}
+``mlops.rollout.infra_validation_failed``  ``version``, ``url``, ``reason``, ``figures``, ``serving_version``,
+                                ``alias_restored_to``; the version stays out of production
 ``mlops.monitoring.drift_detected``  ``drift_share``, ``drifted_columns``, ``window``,
                                 ``report``, ``champion_version``, ``monitor_flow_run_id``,
                                 ``monitor_flow_run_url``, ``report_url``; ``window`` = {start, end, rows,
@@ -54,12 +58,15 @@ MODEL_REJECTED = "mlops.model.rejected"
 MODEL_ROLLED_BACK = "mlops.model.rolled_back"
 MODEL_DEPLOYED = "mlops.model.deployed"
 DEPLOYMENT_FAILED = "mlops.deployment.failed"
+INFRA_VALIDATED = "mlops.rollout.infra_validated"
+INFRA_VALIDATION_FAILED = "mlops.rollout.infra_validation_failed"
 DRIFT_DETECTED = "mlops.monitoring.drift_detected"
 PERFORMANCE_DECAYED = "mlops.monitoring.performance_decayed"
 DATA_QUALITY_FAILED = "mlops.monitoring.data_quality_failed"
 
 ALL_EVENTS = (DATA_VERSIONED, DATA_VALIDATION_FAILED, MODEL_PROMOTED, MODEL_REJECTED, MODEL_ROLLED_BACK,
-              MODEL_DEPLOYED, DEPLOYMENT_FAILED, DRIFT_DETECTED, PERFORMANCE_DECAYED, DATA_QUALITY_FAILED)
+              MODEL_DEPLOYED, DEPLOYMENT_FAILED, INFRA_VALIDATED, INFRA_VALIDATION_FAILED, DRIFT_DETECTED,
+              PERFORMANCE_DECAYED, DATA_QUALITY_FAILED)
 
 #: Resource id prefix of every event; the rest of the id is the model name.
 RESOURCE_PREFIX = "mlops.model."
@@ -79,6 +86,8 @@ EVENT_PAYLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     MODEL_ROLLED_BACK: (("version", "reason"), ("previous_version",)),
     MODEL_DEPLOYED: (("version", "url", "bento"), ("previous_version",)),
     DEPLOYMENT_FAILED: (("version", "reason"), ("serving_version", "alias_restored_to")),
+    INFRA_VALIDATED: (("version", "url", "figures"), ()),
+    INFRA_VALIDATION_FAILED: (("version", "url", "reason", "figures"), ("serving_version", "alias_restored_to")),
     DRIFT_DETECTED: (("drift_share", "drifted_columns", "window"), ("report", "champion_version", *_MONITOR_ORIGIN)),
     PERFORMANCE_DECAYED: (("metric", "value", "baseline", "window"), ("champion_version", *_MONITOR_ORIGIN)),
     DATA_QUALITY_FAILED: (("issues", "window"), ()),

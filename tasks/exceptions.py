@@ -48,6 +48,17 @@ class ServingError(MlopsError):
     """Starting, health-checking or swapping a model server failed."""
 
 
+class InfraValidationError(ServingError):
+    """A version failed the infra validation on the staging endpoint; it stays out of production.
+
+    Carries the figures that were measured and every threshold they missed.
+    """
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons or [])
+
+
 class MonitoringError(MlopsError):
     """A monitoring report could not be computed."""
 

@@ -260,3 +260,39 @@ def rollback_target(history: list[AliasMove], current: str | None, alias: str = 
     return None
 
 
+
+
+@task(name="restore-alias", cache_policy=NO_CACHE)
+def restore_alias(mlflow_server: MlflowServer, name: str, alias: str, failed_version: str,
+                  serving_version: str | None, reason: str, flow_run_id: str | None = None) -> str | None:
+    """Move ``alias`` off a version that failed to deploy or roll out, back to what serves (recorded).
+
+    Only when the alias still points to ``failed_version``: back to ``serving_version`` (what the
+    endpoint answers with), else to the version the alias pointed to before (its history).
+
+    Args:
+        mlflow_server: The MLflow block.
+        name: Registered model name.
+        alias: The alias (``champion``).
+        failed_version: The version that did not make it.
+        serving_version: The version the production endpoint serves (None: none of this model).
+        reason: Why (recorded with the move).
+        flow_run_id: Prefect flow run that moves it.
+
+    Returns:
+        The version the alias now points to, or None when it was not moved.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow
+        ... def undo(version: str) -> str | None:
+        ...     return restore_alias(MlflowServer.embedded(), "churn-classifier", "champion", version, "2", "failed")
+    """
+    current = alias_version(mlflow_server, name, alias)
+    if current is None or current.version != failed_version:
+        return None
+    back_to = serving_version or rollback_target(alias_history(mlflow_server, name, alias), failed_version, alias)
+    if not back_to or back_to == failed_version:
+        return None
+    set_model_alias.fn(mlflow_server, name, alias, back_to, reason[:900], flow_run_id)
+    return back_to

@@ -20,7 +20,7 @@ from tasks.bentoml_packaging import BentoInfo
 from tasks.exceptions import ServingError
 from tasks.logs import run_logger
 
-__all__ = ["SmokeResult", "prediction_problem", "smoke_test_server", "verify_live_endpoint"]
+__all__ = ["SmokeResult", "example_records", "prediction_problem", "smoke_test_server", "verify_live_endpoint"]
 
 
 class SmokeResult(BaseModel):
@@ -59,7 +59,16 @@ def prediction_problem(prediction: Any, task_type: str | None, classes: list[Any
     return None
 
 
-def _smoke_records(bento: BentoInfo) -> list[dict[str, Any]]:
+def example_records(bento: BentoInfo) -> list[dict[str, Any]]:
+    """Return the model's input example records, from which smoke and load requests are built.
+
+    Raises:
+        ServingError: If the bento has no input example.
+
+    Examples:
+        >>> example_records(bento)[0]  # doctest: +SKIP
+        {'tenure': 3, 'monthly_charges': 70.5, 'contract': 'month-to-month'}
+    """
     if not bento.input_example:
         raise ServingError(f"bento {bento.tag} has no input example to build a smoke request from: log the model "
                            "with an input_example.")
@@ -92,7 +101,7 @@ def smoke_test_server(url: str, bento: BentoInfo, timeout_s: float = 30.0) -> Sm
     import httpx
 
     logger = run_logger()
-    records = _smoke_records(bento)
+    records = example_records(bento)
     started = time.perf_counter()
     try:
         with httpx.Client(base_url=url, timeout=timeout_s) as client:

@@ -30,7 +30,8 @@ CREATE_TIME_TOLERANCE_S = 0.05
 
 __all__ = ["CREATE_TIME_TOLERANCE_S", "ProcessExited", "atomic_path", "atomic_write_text", "create_time",
            "find_process", "free_port", "free_port_in", "log_tail", "process_alive", "process_tree", "running",
-           "signal_processes", "start_process", "stop_processes", "stop_started", "wait_gone", "wait_until"]
+           "signal_processes", "start_process", "stop_processes", "stop_started", "tree_rss_mb", "wait_gone",
+           "wait_until"]
 
 
 # -- ports ---------------------------------------------------------------------------------------------
@@ -211,6 +212,32 @@ def process_tree(proc: psutil.Process) -> list[psutil.Process]:
     with contextlib.suppress(psutil.Error):
         return [proc, *(c for c in proc.children(recursive=True) if running(c))]
     return [proc]
+
+
+def tree_rss_mb(pids: Iterable[int | None]) -> float | None:
+    """Return the resident memory (MiB) of these processes and their descendants, each counted once.
+
+    Args:
+        pids: Root PIDs (None and gone PIDs are skipped).
+
+    Returns:
+        The sum of RSS, or None when none of the processes runs (nothing measured).
+
+    Examples:
+        >>> tree_rss_mb([os.getpid()]) > 0
+        True
+        >>> tree_rss_mb([None]) is None
+        True
+    """
+    seen: dict[int, int] = {}
+    for pid in pids:
+        proc = find_process(pid)
+        if proc is None:
+            continue
+        for member in process_tree(proc):
+            with contextlib.suppress(psutil.Error):
+                seen.setdefault(member.pid, member.memory_info().rss)
+    return sum(seen.values()) / 2**20 if seen else None
 
 
 def signal_processes(procs: Iterable[psutil.Process], sig: int) -> None:

@@ -14,8 +14,10 @@ from blocks.dvc_repository import DvcRepository
 from blocks.mlflow_server import MlflowServer
 from blocks.monitoring_policy import MonitoringPolicy
 from blocks.promotion_policy import PromotionPolicy
+from blocks.rollout_policy import RolloutPolicy
 
-BLOCKS = [BentoMLServing, DataContract, DvcRepository, MlflowServer, MonitoringPolicy, PromotionPolicy]
+BLOCKS = [BentoMLServing, DataContract, DvcRepository, MlflowServer, MonitoringPolicy, PromotionPolicy,
+          RolloutPolicy]
 
 
 def _online() -> bool:
