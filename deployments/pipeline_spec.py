@@ -33,6 +33,7 @@ from pydantic import (
 from blocks.data_contract import ColumnSpec, DataContract
 from blocks.monitoring_policy import MonitoringPolicy
 from blocks.promotion_policy import PromotionPolicy
+from blocks.rollout_policy import RolloutPolicy
 from tasks.events import ALL_EVENTS
 from tasks.sklearn_training import TrainingSpec
 
@@ -123,19 +124,10 @@ TrainingSection = strict_fields_model(
     TrainingSpec, "TrainingSection", "What to train and how to split (the fields of TrainingSpec).")
 
 
-class RolloutSection(StrictModel):
-    """Staged rollout: infra-validation thresholds on staging and the approval switch.
-
-    A stand-in for the fields of ``blocks/rollout_policy.py`` ``RolloutPolicy`` (being written
-    alongside): once it is merged, build this section with :func:`strict_fields_model` from it.
-    """
-
-    min_rps: float | None = Field(default=None, ge=0, description="Fewest answered requests per second on staging.")
-    max_p99_ms: float | None = Field(default=None, gt=0, description="Largest 99th-percentile latency (ms).")
-    max_error_rate: float | None = Field(default=None, ge=0, le=1, description="Largest share of failed requests.")
-    max_memory_mb: float | None = Field(default=None, gt=0, description="Largest resident memory of the endpoint "
-                                        "(MiB).")
-    require_approval: bool = Field(default=False, description="Pause for a person's approval before production.")
+RolloutSection = strict_fields_model(
+    RolloutPolicy, "RolloutSection",
+    "The staged rollout policy (fields of the RolloutPolicy block: infra-validation load and thresholds on "
+    "staging, the approval switch), saved as the block named by blocks.rollout.")
 
 
 class DataSource(StrictModel):

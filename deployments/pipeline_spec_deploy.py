@@ -227,6 +227,7 @@ def blocks_to_save(spec: PipelineSpec) -> dict[str, Any]:
     from blocks.data_contract import DataContract
     from blocks.monitoring_policy import MonitoringPolicy
     from blocks.promotion_policy import PromotionPolicy
+    from blocks.rollout_policy import RolloutPolicy
 
     blocks: dict[str, Any] = {}
     if spec.contract is not None:
@@ -239,10 +240,6 @@ def blocks_to_save(spec: PipelineSpec) -> dict[str, Any]:
         blocks[str(spec.block_name("monitoring"))] = MonitoringPolicy(**spec.monitoring.model_dump(
             exclude_unset=True))
     if spec.rollout is not None:
-        try:  # blocks/rollout_policy.py arrives with the staged rollout; until then the section is not saved
-            from blocks.rollout_policy import RolloutPolicy  # type: ignore[import-not-found]
-        except ImportError:
-            return blocks
         blocks[str(spec.block_name("rollout"))] = RolloutPolicy(**spec.rollout.model_dump(exclude_unset=True))
     return blocks
 
