@@ -37,7 +37,8 @@ async def _registered(delete: bool = False) -> dict[str, dict[str, Any]]:
                 await client.delete_deployment(deployment.id)
             await client.delete_work_pool(POOL)
         return {f"{flows[d.flow_id]}/{d.name}": {
-            "id": d.id, "pool": d.work_pool_name, "parameters": d.parameters, "job_variables": d.job_variables,
+            "id": d.id, "updated": d.updated, "pool": d.work_pool_name, "parameters": d.parameters,
+            "job_variables": d.job_variables,
             "pull_steps": d.pull_steps, "entrypoint": d.entrypoint, "tags": sorted(d.tags),
             "schedules": [(getattr(s.schedule, "cron", None), getattr(s.schedule, "interval", None))
                           for s in d.schedules]}
@@ -69,7 +70,8 @@ def test_cli_and_yaml_paths_register_the_same_deployments(prefect_server: str, t
     finally:
         asyncio.run(_registered(delete=True))
     assert len(by_cli) == len(definitions())
-    assert by_yaml == by_cli  # the YAML path updated the same deployments (same ids) and changed nothing
+    assert all(by_yaml[name].pop("updated") > by_cli[name].pop("updated") for name in by_cli)  # the YAML wrote
+    assert by_yaml == by_cli  # ... the same deployments (same ids), and changed nothing
     deploy = by_cli["deploy-model/on-promotion"]
     assert deploy["pool"] == POOL
     assert deploy["parameters"] == {"model_name": "paths-model", "mlflow_block": "prod-mlflow",
