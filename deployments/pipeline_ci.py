@@ -107,7 +107,13 @@ def definition_problems(defs: list[Any]) -> list[str]:
 
 
 def check_definitions(defs: list[Any]) -> Check:
-    """Return the ``deployment definitions`` check."""
+    """Return the ``deployment definitions`` check.
+
+    Examples:
+        >>> from deployments.definitions import definitions
+        >>> check_definitions(definitions()).reason.startswith("10 deployments build")
+        True
+    """
     problems = definition_problems(defs)
     if problems:
         return Check("deployment definitions", False, "; ".join(problems))
@@ -116,7 +122,14 @@ def check_definitions(defs: list[Any]) -> Check:
 
 
 def load_training_spec(path: str | None) -> Any:
-    """Read a ``TrainingSpec`` from a JSON or YAML file (None: the task's defaults)."""
+    """Read a ``TrainingSpec`` from a JSON or YAML file (None: the task's defaults).
+
+    Examples:
+        >>> load_training_spec(None) is None
+        True
+        >>> load_training_spec("spec.yaml").params  # doctest: +SKIP
+        {'max_iter': 1}
+    """
     if not path:
         return None
     import yaml
@@ -185,7 +198,13 @@ def render(checks: list[Check]) -> str:
 
 
 def cmd_ci(args: argparse.Namespace) -> int:
-    """Run the checks; exit 1 when one fails."""
+    """Run the checks; exit 1 when one fails.
+
+    Examples:
+        >>> from deployments.cli import main
+        >>> main(["ci", "--tests", "", "--data", "customers.csv", "--target", "churned"])  # doctest: +SKIP
+        0
+    """
     from deployments.cli import _definitions, _target
 
     defs = _definitions(args)
@@ -210,7 +229,13 @@ def cmd_ci(args: argparse.Namespace) -> int:
 
 def add_ci_parser(sub: Any, definition_options: Callable[[argparse.ArgumentParser], None],
                   target_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add the ``ci`` command to the ``prefect-mlops`` parser."""
+    """Add the ``ci`` command to the ``prefect-mlops`` parser.
+
+    Examples:
+        >>> from deployments.cli import build_parser
+        >>> build_parser().parse_args(["ci", "--no-smoke", "--deploy", "--work-pool", "k8s"]).work_pool
+        'k8s'
+    """
     ci = sub.add_parser("ci", help="test, validate and smoke-run the pipeline; with --deploy, then redeploy it")
     ci.add_argument("--tests", default=None, help="pytest path of the component tests (default: tests/ if "
                                                   "present; '' to skip)")

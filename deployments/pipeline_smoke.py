@@ -38,7 +38,12 @@ class Check:
     reason: str
 
     def render(self) -> str:
-        """Return the report line."""
+        """Return the report line.
+
+        Examples:
+            >>> Check("gate verdict", None, "no model").render()
+            'SKIP  gate verdict           no model'
+        """
         status = {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
         return f"{status}  {self.name:<22} {self.reason}"
 

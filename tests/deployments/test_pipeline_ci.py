@@ -152,3 +152,15 @@ def test_example_github_workflow_runs_commands_that_exist() -> None:
     assert deploy_job["needs"] == "ci" and "refs/heads/main" in deploy_job["if"]
     assert "secrets.PREFECT_API_URL" in deploy_job["env"]["PREFECT_API_URL"]
     assert "make install" in commands
+
+
+@pytest.mark.no_server
+def test_failing_component_tests_fail_ci_and_json_reports_every_check(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "test_component.py").write_text("def test_scaler_keeps_rows():\n    assert 2 + 2 == 5\n")
+    code = main(["ci", "--tests", str(tmp_path), "--no-smoke", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["passed"] is False
+    assert [(c["name"], c["status"]) for c in report["checks"]] == [("component tests", "fail"),
+                                                                   ("deployment definitions", "pass")]
+    assert "1 failed" in report["checks"][0]["reason"]
