@@ -224,9 +224,11 @@ def smoke_run(data: str | None = None, target: str | None = None, training: Any 
     root = Path(tempfile.mkdtemp(prefix="mlops-ci-"))
     try:
         train, held, target = sample_frames(data, target, rows)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a missing file, an unknown format, a missing target column
         shutil.rmtree(root, ignore_errors=True)
         return [Check("smoke sample", False, f"cannot read a sample of {data}: {exc}")]
+    sample = Check("smoke sample", True, f"{len(train)} rows to train on, {len(held)} held out, from "
+                   f"{data or 'the demo generator'} (target {target})")
     server = serving = None
     checks: list[Check] = []
     try:
@@ -253,7 +255,7 @@ def smoke_run(data: str | None = None, target: str | None = None, training: Any 
         if server is not None:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    return checks
+    return [sample, *checks]
 
 
 def _drain() -> None:

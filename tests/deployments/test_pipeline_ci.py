@@ -164,3 +164,15 @@ def test_failing_component_tests_fail_ci_and_json_reports_every_check(tmp_path: 
     assert [(c["name"], c["status"]) for c in report["checks"]] == [("component tests", "fail"),
                                                                    ("deployment definitions", "pass")]
     assert "1 failed" in report["checks"][0]["reason"]
+
+
+@pytest.mark.no_server
+def test_smoke_run_names_a_missing_target_column(tmp_path: Path) -> None:
+    from deployments.pipeline_smoke import smoke_run
+    from tasks.sample_data import make_customer_frame
+
+    data = tmp_path / "customers.csv"
+    make_customer_frame(50, seed=3).to_csv(data, index=False)
+    [check] = smoke_run(str(data), target="churn")
+    assert (check.name, check.ok) == ("smoke sample", False)
+    assert "target column 'churn' is not in" in check.reason and "churned" in check.reason
