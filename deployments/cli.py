@@ -166,10 +166,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def _target(args: argparse.Namespace) -> tuple[dict, object]:  # (job variables, CodeSource)
     from deployments.code_source import CodeSource
+    from deployments.registry_check import CliError
 
     variables = {}
     for item in args.job_variable or []:
-        name, _, raw = item.partition("=")
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--job-variable {item!r}: write NAME=VALUE, e.g. 'env={{\"A\": \"1\"}}'")
         try:
             variables[name] = json.loads(raw)
         except ValueError:

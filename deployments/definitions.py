@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployments.code_source import CodeSource
+from deployments.code_source import PROJECT_ROOT, CodeSource
 from tasks.events import (
     DATA_VERSIONED,
     DRIFT_DETECTED,
@@ -30,8 +30,6 @@ from tasks.events import (
     PERFORMANCE_DECAYED,
 )
 from tasks.system import wait_until
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: The model an event is about: its ``prefect.resource.name`` label, else the id minus ``mlops.model.``.
 #: Parenthesised: Prefect appends ``| tojson`` to a single-expression template.
