@@ -10,6 +10,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from deployments.pipeline_ci import add_ci_parser
+
 
 def _registry(args: argparse.Namespace) -> tuple:  # (MlflowServer, model name), imported lazily
     """Open the registry the command reads and resolve its model, or raise a clear :class:`CliError`."""
@@ -131,8 +133,9 @@ def _definitions(args: argparse.Namespace) -> list:
     from deployments.definitions import definitions
 
     params = dict(p.split("=", 1) for p in args.param or [])
-    if args.mlflow_block:
-        params.setdefault("mlflow_block", args.mlflow_block)
+    for block in ("mlflow_block", "serving_block"):
+        if getattr(args, block, None):
+            params.setdefault(block, getattr(args, block))
     defs = definitions(cooldown=dt.timedelta(seconds=args.cooldown_seconds),
                        monitor_every=dt.timedelta(seconds=args.monitor_every),
                        watch_every=dt.timedelta(seconds=args.watch_every), retrain_cron=args.retrain_cron,
@@ -156,16 +159,35 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """Register the deployments with a work pool."""
     from deployments.definitions import deploy_all
 
-    for deployment_id in deploy_all(args.work_pool, _definitions(args)):
+    for deployment_id in deploy_all(args.work_pool, _definitions(args), *_target(args)):
         print(deployment_id)
     return 0
 
 
+def _target(args: argparse.Namespace) -> tuple[dict, object]:  # (job variables, CodeSource)
+    from deployments.code_source import CodeSource
+    from deployments.registry_check import CliError
+
+    variables = {}
+    for item in args.job_variable or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--job-variable {item!r}: write NAME=VALUE, e.g. 'env={{\"A\": \"1\"}}'")
+        try:
+            variables[name] = json.loads(raw)
+        except ValueError:
+            variables[name] = raw
+    return variables, CodeSource.detect(args.repo_url, args.branch)
+
+
 def cmd_write_yaml(args: argparse.Namespace) -> int:
-    """Write prefect.yaml from the definitions."""
+    """Write prefect.yaml from the definitions (the same deployments ``deploy`` registers for the same options)."""
+    from pathlib import Path
+
     from deployments.definitions import write_prefect_yaml
 
-    print(write_prefect_yaml())
+    print(write_prefect_yaml(Path(args.output) if args.output else None, _definitions(args), args.work_pool,
+                             *_target(args)))
     return 0
 
 
@@ -185,6 +207,17 @@ def _add_definition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor-every", type=float, default=3600, help="monitoring interval, seconds")
     parser.add_argument("--watch-every", type=float, default=300, help="data-watch interval, seconds")
     parser.add_argument("--retrain-cron", default="0 3 * * *", help="cron of the scheduled retrain")
+    parser.add_argument("--mlflow-block", default=argparse.SUPPRESS, help="mlflow_block parameter of every flow")
+    parser.add_argument("--serving-block", default=None, help="serving_block parameter of every flow")
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the registered deployments: pool, job variables, where workers get the code."""
+    parser.add_argument("--work-pool", default="mlops")
+    parser.add_argument("--job-variable", action="append", help="job variable NAME=VALUE (VALUE: JSON or text)")
+    parser.add_argument("--repo-url", default=None, help="git repository workers clone (default: origin's URL; "
+                                                         "'': no clone, this checkout's folder)")
+    parser.add_argument("--branch", default=None, help="branch workers clone (default: the current one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,10 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     deploy = sub.add_parser("deploy", help="register every deployment with a work pool")
     _add_definition_options(deploy)
-    deploy.add_argument("--work-pool", default="mlops")
+    _add_target_options(deploy)
     deploy.set_defaults(func=cmd_deploy)
     write_yaml = sub.add_parser("write-yaml", help="write prefect.yaml from deployments/definitions.py")
+    _add_definition_options(write_yaml)
+    _add_target_options(write_yaml)
+    write_yaml.add_argument("--output", default=None, help="file to write (default: the project's prefect.yaml)")
     write_yaml.set_defaults(func=cmd_write_yaml)
+    add_ci_parser(sub, _add_definition_options, _add_target_options)
     notify = sub.add_parser("notify", help="notify a webhook / Apprise URL on failures and rejections")
     notify.add_argument("url")
     notify.add_argument("--apprise", action="store_true")

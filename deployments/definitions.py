@@ -4,6 +4,10 @@
 * ``deploy_all(work_pool)``: register them with a Prefect server work pool (workers run them).
 * ``write_prefect_yaml()``: the same definitions as a ``prefect.yaml`` for ``prefect deploy --all``.
 
+``deploy_all`` and ``write_prefect_yaml`` take the same inputs (work pool, parameters through
+:func:`definitions`, job variables, code source) and give the same deployments: names, pool,
+parameters, job variables and pull steps (:mod:`deployments.code_source`).
+
 ``prefect-mlops serve`` / ``prefect-mlops deploy`` / ``prefect-mlops write-yaml`` wrap them.
 Retraining starts by itself: on a cron schedule, on new data (``watch-data`` emits an event),
 and on drift or decay (``monitor-model`` emits events); a reactive trigger's ``within``
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployments.code_source import PROJECT_ROOT, CodeSource
 from tasks.events import (
     DATA_VERSIONED,
     DRIFT_DETECTED,
@@ -25,8 +30,6 @@ from tasks.events import (
     PERFORMANCE_DECAYED,
 )
 from tasks.system import wait_until
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: The model an event is about: its ``prefect.resource.name`` label, else the id minus ``mlops.model.``.
 #: Parenthesised: Prefect appends ``| tojson`` to a single-expression template.
@@ -187,29 +190,34 @@ def _accepted(flow: Any, parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def runner_deployments(defs: list[DeploymentDefinition], from_source: bool = False,
-                       work_pool_name: str | None = None) -> list[Any]:
+                       work_pool_name: str | None = None, job_variables: dict[str, Any] | None = None,
+                       source: CodeSource | None = None) -> list[Any]:
     """Build Prefect ``RunnerDeployment`` objects from the definitions.
 
     Args:
         defs: The definitions.
         from_source: Load flows from the project folder (for work-pool deployments).
         work_pool_name: Work pool for ``deploy``.
+        job_variables: Work-pool job variables of every deployment (``deploy`` only).
+        source: Where workers get the code (default: :meth:`CodeSource.detect`; ``from_source`` only).
 
     Returns:
         Deployments for ``prefect.serve`` or ``prefect.deploy``.
     """
     deployments = []
+    storage = (source or CodeSource.detect()).storage() if from_source else None
     for definition in defs:
         flow = definition.load_flow()
-        if from_source:
-            flow = flow.from_source(source=str(PROJECT_ROOT), entrypoint=definition.entrypoint)
+        if storage is not None:
+            flow = flow.from_source(source=storage, entrypoint=definition.entrypoint)
         triggers = [t.to_prefect() for t in definition.triggers]
         for trigger in triggers:
             trigger.parameters = _accepted(flow, trigger.parameters or {})
         deployments.append(flow.to_deployment(
             name=definition.name, description=definition.description, tags=list(definition.tags),
             parameters=_accepted(flow, definition.parameters), triggers=triggers or None,
-            work_pool_name=work_pool_name, **definition.schedule_kwargs()))
+            work_pool_name=work_pool_name, job_variables=dict(job_variables or {}) if work_pool_name else None,
+            **definition.schedule_kwargs()))
     return deployments
 
 
@@ -229,12 +237,15 @@ def serve_all(defs: list[DeploymentDefinition] | None = None, limit: int | None 
     serve(*runner_deployments(defs or definitions()), limit=limit)
 
 
-def deploy_all(work_pool_name: str, defs: list[DeploymentDefinition] | None = None) -> list[str]:
+def deploy_all(work_pool_name: str, defs: list[DeploymentDefinition] | None = None,
+               job_variables: dict[str, Any] | None = None, source: CodeSource | None = None) -> list[str]:
     """Register every deployment with a work pool of the current Prefect server.
 
     Args:
         work_pool_name: An existing work pool (e.g. ``prefect work-pool create mlops --type process``).
         defs: The definitions (default: :func:`definitions`).
+        job_variables: Work-pool job variables of every deployment (e.g. ``{"env": {...}}``).
+        source: Where workers get the code (default: :meth:`CodeSource.detect`).
 
     Returns:
         The deployment ids.
@@ -245,18 +256,22 @@ def deploy_all(work_pool_name: str, defs: list[DeploymentDefinition] | None = No
     """
     from prefect import deploy
 
-    ids = deploy(*runner_deployments(defs or definitions(), from_source=True, work_pool_name=work_pool_name),
+    ids = deploy(*runner_deployments(defs or definitions(), from_source=True, work_pool_name=work_pool_name,
+                                     job_variables=job_variables, source=source),
                  work_pool_name=work_pool_name, build=False, push=False, print_next_steps_message=False,
                  ignore_warnings=True)  # else its process-pool hint goes to stdout among the ids
     return [str(i) for i in ids]
 
 
-def prefect_yaml(defs: list[DeploymentDefinition] | None = None, work_pool_name: str = "mlops") -> dict[str, Any]:
+def prefect_yaml(defs: list[DeploymentDefinition] | None = None, work_pool_name: str = "mlops",
+                 job_variables: dict[str, Any] | None = None, source: CodeSource | None = None) -> dict[str, Any]:
     """Return the ``prefect.yaml`` document for the definitions.
 
     Args:
         defs: The definitions (default: :func:`definitions`).
-        work_pool_name: Work pool every deployment uses.
+        work_pool_name: Work pool every deployment uses (``prefect deploy --all`` ignores ``--pool``).
+        job_variables: Work-pool job variables of every deployment.
+        source: Where workers get the code (default: :meth:`CodeSource.detect`).
 
     Returns:
         The document (write it with :func:`write_prefect_yaml`).
@@ -266,7 +281,8 @@ def prefect_yaml(defs: list[DeploymentDefinition] | None = None, work_pool_name:
         flow = d.load_flow()
         entry: dict[str, Any] = {
             "name": d.name, "description": d.description, "entrypoint": d.entrypoint, "tags": list(d.tags),
-            "parameters": _accepted(flow, d.parameters), "work_pool": {"name": work_pool_name},
+            "parameters": _accepted(flow, d.parameters),
+            "work_pool": {"name": work_pool_name, "job_variables": dict(job_variables or {})},
         }
         if d.cron:
             entry["schedules"] = [{"cron": d.cron}]
@@ -282,19 +298,30 @@ def prefect_yaml(defs: list[DeploymentDefinition] | None = None, work_pool_name:
         "prefect-version": "3.8.8",
         "build": None,
         "push": None,
-        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PREFECT_MLOPS_PROJECT }}"}}],
+        "pull": (source or CodeSource.detect()).pull_steps(),
         "deployments": docs,
     }
 
 
-def write_prefect_yaml(path: Path | None = None) -> Path:
+def write_prefect_yaml(path: Path | None = None, defs: list[DeploymentDefinition] | None = None,
+                       work_pool_name: str = "mlops", job_variables: dict[str, Any] | None = None,
+                       source: CodeSource | None = None) -> Path:
     """Write ``prefect.yaml`` (generated: edit the definitions, not the file).
 
     Args:
         path: Where to write (default: the project root).
+        defs: The definitions (default: :func:`definitions`).
+        work_pool_name: Work pool every deployment uses.
+        job_variables: Work-pool job variables of every deployment.
+        source: Where workers get the code (default: :meth:`CodeSource.detect`).
 
     Returns:
         The path written.
+
+    Examples:
+        >>> from deployments.definitions import definitions, write_prefect_yaml
+        >>> write_prefect_yaml(work_pool_name="k8s", defs=definitions(parameters={"mlflow_block": "prod"}),
+        ...                    job_variables={"env": {"PREFECT_MLOPS_HOME": "/srv/mlops"}})  # doctest: +SKIP
     """
     import yaml
 
@@ -304,7 +331,8 @@ def write_prefect_yaml(path: Path | None = None) -> Path:
 
     path = path or PROJECT_ROOT / "prefect.yaml"
     header = "# Generated by `prefect-mlops write-yaml` from deployments/definitions.py: edit those, not this.\n"
-    path.write_text(header + yaml.dump(prefect_yaml(), Dumper=_NoAliases, sort_keys=False, width=100))
+    document = prefect_yaml(defs, work_pool_name, job_variables, source)
+    path.write_text(header + yaml.dump(document, Dumper=_NoAliases, sort_keys=False, width=100))
     return path
 
 

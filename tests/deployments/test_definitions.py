@@ -41,8 +41,13 @@ def runs_of(deployment_id: uuid.UUID) -> list:
 def test_committed_prefect_yaml_matches_the_definitions() -> None:
     import yaml
 
+    from deployments.code_source import CodeSource
+
     committed = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
-    assert committed == yaml.safe_load(yaml.safe_dump(prefect_yaml())), "run `prefect-mlops write-yaml`"
+    [step] = committed["pull"]  # workers clone the repository it names (the origin when it was written)
+    clone = step["prefect.deployments.steps.git_clone"]
+    expected = prefect_yaml(source=CodeSource(clone["repository"], clone.get("branch")))
+    assert committed == yaml.safe_load(yaml.safe_dump(expected)), "run `prefect-mlops write-yaml`"
     names = {(d["entrypoint"], d["name"]) for d in committed["deployments"]}
     assert len(names) == len(definitions())
 
