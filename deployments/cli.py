@@ -222,6 +222,7 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
+    from deployments.approval_cli import add_parser as add_approval_parsers
     parser = argparse.ArgumentParser(prog="prefect-mlops", description=__doc__.splitlines()[0])
     parser.add_argument("--mlflow-block", default=None, help="saved MlflowServer block (default: embedded)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_argument("url")
     notify.add_argument("--apprise", action="store_true")
     notify.set_defaults(func=cmd_notify)
+    add_approval_parsers(sub)
     return parser
 
 

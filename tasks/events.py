@@ -20,6 +20,9 @@ event                           payload keys
 ``mlops.model.rejected``        ``version``, ``champion_version``, ``run_id``, ``reasons``
 ``mlops.model.rolled_back``     ``version``, ``previous_version``, ``reason``
 ``mlops.model.deployed``        ``version``, ``previous_version``, ``url``, ``bento``
+``mlops.model.approved``        ``version``, ``reviewer``, ``reason``, ``decided_by``, ``answered_at``;
+                                ``decided_by`` = ``person`` or ``timeout`` (the policy default applied)
+``mlops.model.approval_rejected``  ``version``, ``reviewer``, ``reason``, ``decided_by``, ``answered_at``
 ``mlops.deployment.failed``     ``version``, ``reason``, ``serving_version``, ``alias_restored_to``
 ``mlops.rollout.infra_validated``  ``version``, ``url``, ``figures``; ``figures`` = {rps, p50_ms, p99_ms,
                                 ``error_rate``, ``memory_mb``, requests, errors, concurrency, seconds}
@@ -57,6 +60,8 @@ MODEL_PROMOTED = "mlops.model.promoted"
 MODEL_REJECTED = "mlops.model.rejected"
 MODEL_ROLLED_BACK = "mlops.model.rolled_back"
 MODEL_DEPLOYED = "mlops.model.deployed"
+MODEL_APPROVED = "mlops.model.approved"
+MODEL_APPROVAL_REJECTED = "mlops.model.approval_rejected"
 DEPLOYMENT_FAILED = "mlops.deployment.failed"
 INFRA_VALIDATED = "mlops.rollout.infra_validated"
 INFRA_VALIDATION_FAILED = "mlops.rollout.infra_validation_failed"
@@ -66,7 +71,7 @@ DATA_QUALITY_FAILED = "mlops.monitoring.data_quality_failed"
 
 ALL_EVENTS = (DATA_VERSIONED, DATA_VALIDATION_FAILED, MODEL_PROMOTED, MODEL_REJECTED, MODEL_ROLLED_BACK,
               MODEL_DEPLOYED, DEPLOYMENT_FAILED, INFRA_VALIDATED, INFRA_VALIDATION_FAILED, DRIFT_DETECTED,
-              PERFORMANCE_DECAYED, DATA_QUALITY_FAILED)
+              PERFORMANCE_DECAYED, DATA_QUALITY_FAILED, MODEL_APPROVED, MODEL_APPROVAL_REJECTED)
 
 #: Resource id prefix of every event; the rest of the id is the model name.
 RESOURCE_PREFIX = "mlops.model."
@@ -91,6 +96,8 @@ EVENT_PAYLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     DRIFT_DETECTED: (("drift_share", "drifted_columns", "window"), ("report", "champion_version", *_MONITOR_ORIGIN)),
     PERFORMANCE_DECAYED: (("metric", "value", "baseline", "window"), ("champion_version", *_MONITOR_ORIGIN)),
     DATA_QUALITY_FAILED: (("issues", "window"), ()),
+    MODEL_APPROVED: (("version", "reviewer", "reason", "decided_by", "answered_at"), ()),
+    MODEL_APPROVAL_REJECTED: (("version", "reviewer", "reason", "decided_by", "answered_at"), ()),
 }
 
 #: Namespace of the deterministic event ids.

@@ -69,3 +69,7 @@ class ModelUnscorableError(MlopsError):
     Distinct from infrastructure errors (registry down, download failed): the gate handles this one
     by policy (``PromotionPolicy.allow_unscorable_champion``), while those fail the run.
     """
+
+
+class ApprovalError(MlopsError):
+    """Asking for or answering a human approval failed (no such paused run, a closed window, bad input)."""

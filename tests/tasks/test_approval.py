@@ -1,0 +1,145 @@
+"""Human approval against the real Prefect server: a paused flow run answered from Python, from the CLI, or not at all.
+
+Each test runs a tiny flow that calls ``await_approval`` in a thread (with the test's Prefect
+settings), waits until the server lists it as paused awaiting approval, answers it (or lets the
+window close) and checks the decision the flow returns and what was recorded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from servers import wait_until
+
+from deployments.cli import main
+from tasks.exceptions import ApprovalError
+from tasks.prefect_approval import (
+    ApprovalDecision,
+    PendingApproval,
+    answer_approval,
+    await_approval,
+    list_pending_approvals,
+)
+
+MODEL = "approval-probe"
+REPORT = "## Gate\npassed: roc_auc 0.91 >= 0.85\n\n## Infra validation\np99 12 ms <= 50 ms"
+
+
+@flow(name="approval-probe")
+def approval_probe(version: str, timeout_s: float, default: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Ask for approval of ``MODEL`` v``version`` and return the decision."""
+    from blocks.mlflow_server import MlflowServer
+
+    server = MlflowServer(tracking_uri=tracking_uri, experiment_name="tests-approval") if tracking_uri else None
+    decision = await_approval(MODEL, version, REPORT, timeout_s=timeout_s, default=default, mlflow_server=server,
+                              poll_s=1)
+    return decision.model_dump(mode="json")
+
+
+class FlowInThread:
+    """Run :func:`approval_probe` in a thread that carries this test's Prefect settings."""
+
+    def __init__(self, **params: Any) -> None:
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run, params), daemon=True)
+        self.thread.start()
+
+    def _run(self, params: dict[str, Any]) -> None:
+        try:
+            self.result = approval_probe(**params)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def decision(self, deadline_s: float = 300) -> ApprovalDecision:
+        self.thread.join(deadline_s)
+        assert not self.thread.is_alive(), "the approval flow did not finish"
+        assert self.error is None, repr(self.error)
+        return ApprovalDecision.model_validate(self.result)
+
+
+def wait_pending(version: str) -> PendingApproval:
+    """Wait until the server lists the probe of ``version`` as paused awaiting approval."""
+    found = wait_until(lambda: [p for p in list_pending_approvals() if p.version == version], 300,
+                       f"flow run of v{version} paused awaiting approval")
+    assert len(found) == 1
+    return found[0]
+
+
+def final_state(flow_run_id: str) -> str:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(flow_run_id)).state.type.value
+
+
+def test_approved_from_python_returns_the_reviewer_and_a_second_answer_is_refused() -> None:
+    version = uuid.uuid4().hex[:8]
+    run = FlowInThread(version=version, timeout_s=600, default="reject")
+    pending = wait_pending(version)
+    assert (pending.model_name, pending.default) == (MODEL, "reject")
+    with pytest.raises(ApprovalError, match="reviewer and a reason"):
+        answer_approval(pending.flow_run_id, True, "alice", "  ")
+
+    answer_approval(pending.flow_run_id, True, "alice", "figures are fine")
+
+    decision = run.decision()
+    assert (decision.approved, decision.reviewer, decision.reason, decision.decided_by) == (
+        True, "alice", "figures are fine", "person")
+    assert decision.flow_run_id == pending.flow_run_id
+    assert final_state(pending.flow_run_id) == "COMPLETED"
+    with pytest.raises(ApprovalError, match="not paused awaiting approval"):
+        answer_approval(pending.flow_run_id, False, "bob", "too late")
+
+
+def test_rejected_from_the_cli_records_who_and_why_on_the_model_version(mlflow_server, capsys) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment = client.get_experiment_by_name("tests-approval") or client.get_experiment(
+        client.create_experiment("tests-approval"))
+    mlflow_run = client.create_run(experiment.experiment_id)
+    if not client.search_registered_models(f"name = '{MODEL}'"):
+        client.create_registered_model(MODEL)
+    version = client.create_model_version(MODEL, f"{mlflow_run.info.artifact_uri}/model",
+                                          run_id=mlflow_run.info.run_id).version
+    run = FlowInThread(version=str(version), timeout_s=600, default="approve", tracking_uri=mlflow_server.url)
+    pending = wait_pending(str(version))
+    capsys.readouterr()
+    assert main(["approvals"]) == 0
+    assert f"{pending.flow_run_id}  {MODEL} v{version}" in capsys.readouterr().out
+
+    assert main(["reject", pending.flow_run_id, "--reviewer", "bob", "--reason", "p99 too close to the limit"]) == 0
+
+    decision = run.decision()
+    assert (decision.approved, decision.reviewer, decision.reason, decision.decided_by) == (
+        False, "bob", "p99 too close to the limit", "person")
+    tags = client.get_model_version(MODEL, str(version)).tags
+    assert {k: tags.get(k) for k in ("mlops.approval.decision", "mlops.approval.reviewer",
+                                     "mlops.approval.reason", "mlops.approval.decided_by")} == {
+        "mlops.approval.decision": "rejected", "mlops.approval.reviewer": "bob",
+        "mlops.approval.reason": "p99 too close to the limit", "mlops.approval.decided_by": "person"}
+    assert tags["mlops.approval.at"] == decision.answered_at.isoformat()
+    assert main(["approve", pending.flow_run_id, "--reviewer", "carol", "--reason", "changed my mind"]) == 1
+    assert "not paused awaiting approval" in capsys.readouterr().err
+
+
+def test_no_answer_in_time_applies_the_default_and_the_run_goes_on() -> None:
+    version = uuid.uuid4().hex[:8]
+    run = FlowInThread(version=version, timeout_s=5, default="reject")
+    decision = run.decision()
+    assert (decision.approved, decision.decided_by, decision.reviewer) == (False, "timeout", "policy default")
+    assert "no answer within 5 s" in decision.reason
+    assert final_state(decision.flow_run_id) == "COMPLETED"  # resumed after the timeout, not failed
+    assert version not in [p.version for p in list_pending_approvals()]
+    with pytest.raises(ApprovalError, match="not paused awaiting approval"):
+        answer_approval(decision.flow_run_id, True, "alice", "too late")
+
+
+def test_await_approval_outside_a_flow_run_is_a_clear_error() -> None:
+    with pytest.raises(ApprovalError, match="must run inside a flow run"):
+        await_approval(MODEL, "1", REPORT, timeout_s=5, default="reject")
