@@ -12,12 +12,14 @@ import threading
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from servers import wait_until
 
 from deployments.cli import main
+from tasks.events import MODEL_APPROVAL_REJECTED, model_resource_id
 from tasks.exceptions import ApprovalError
 from tasks.prefect_approval import (
     ApprovalDecision,
@@ -70,6 +72,14 @@ def wait_pending(version: str) -> PendingApproval:
                        f"flow run of v{version} paused awaiting approval")
     assert len(found) == 1
     return found[0]
+
+
+def approval_events(api: str, name: str, version: str) -> list[dict[str, Any]]:
+    """The ``name`` events the server stored about ``MODEL`` v``version``."""
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [model_resource_id(MODEL)]}}, "limit": 50}
+    response = httpx.post(f"{api}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return [e for e in response.json()["events"] if e["payload"].get("version") == version]
 
 
 def final_state(flow_run_id: str) -> str:
@@ -128,7 +138,7 @@ def test_rejected_from_the_cli_records_who_and_why_on_the_model_version(mlflow_s
     assert "not paused awaiting approval" in capsys.readouterr().err
 
 
-def test_no_answer_in_time_applies_the_default_and_the_run_goes_on() -> None:
+def test_no_answer_in_time_applies_the_default_and_the_run_goes_on(prefect_server: str) -> None:
     version = uuid.uuid4().hex[:8]
     run = FlowInThread(version=version, timeout_s=5, default="reject")
     decision = run.decision()
@@ -136,6 +146,10 @@ def test_no_answer_in_time_applies_the_default_and_the_run_goes_on() -> None:
     assert "no answer within 5 s" in decision.reason
     assert final_state(decision.flow_run_id) == "COMPLETED"  # resumed after the timeout, not failed
     assert version not in [p.version for p in list_pending_approvals()]
+    event = wait_until(lambda: approval_events(prefect_server, MODEL_APPROVAL_REJECTED, version), 120,
+                       "the rejection event")[0]
+    assert {k: event["payload"][k] for k in ("reviewer", "decided_by")} == {"reviewer": "policy default",
+                                                                        "decided_by": "timeout"}
     with pytest.raises(ApprovalError, match="not paused awaiting approval"):
         answer_approval(decision.flow_run_id, True, "alice", "too late")
 
