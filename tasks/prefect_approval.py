@@ -101,18 +101,19 @@ class PendingApproval(BaseModel):
     default: Literal["approve", "reject"]
 
 
-def pause_key(model_name: str, version: str) -> str:
+def pause_key(model_name: str, version: str, attempt: int = 1) -> str:
     """Return the pause key of an approval: letters, digits and dashes (Prefect's rule for input keys).
 
-    The same model and version give the same key, so a retried flow run re-reads the answer it had.
+    Each attempt of a flow run (``flow_run.run_count``) asks anew: a retried rollout does not reuse an
+    answer given to an earlier attempt, nor a pause that timed out.
 
     Examples:
-        >>> pause_key("churn.clf", "3")[:21]
-        'approval-churn-clf-3-'
+        >>> pause_key("churn.clf", "3", attempt=2)[:21], pause_key("churn.clf", "3", attempt=2)[-2:]
+        ('approval-churn-clf-3-', '-2')
     """
     slug = "".join(c if c.isalnum() else "-" for c in f"{model_name}-{version}".lower())[:60]
     digest = hashlib.sha256(f"{model_name}\0{version}".encode()).hexdigest()[:8]
-    return f"approval-{slug}-{digest}"
+    return f"approval-{slug}-{digest}-{attempt}"
 
 
 def _now() -> dt.datetime:
@@ -148,6 +149,14 @@ def _ensure_running(flow_run_id: uuid.UUID) -> None:
                                   force=True)
 
 
+def _run_count(flow_run_id: uuid.UUID) -> int:
+    """Return the flow run's attempt as the server counts it (a retry of the flow increments it)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return max(1, client.read_flow_run(flow_run_id).run_count or 1)
+
+
 def _answered_at(flow_run_id: uuid.UUID) -> dt.datetime:
     """When the run was resumed (its Running state), else now."""
     from prefect.client.orchestration import get_client
@@ -157,15 +166,15 @@ def _answered_at(flow_run_id: uuid.UUID) -> dt.datetime:
     return state.timestamp if state is not None and state.is_running() and state.timestamp else _now()
 
 
-def _ask(model_name: str, version: str, form: type[ApprovalInput], timeout_s: float, poll_s: float,
-         flow_run_id: uuid.UUID) -> tuple[ApprovalInput | None, str | None]:
+def _ask(key: str, form: type[ApprovalInput], timeout_s: float,
+         poll_s: float) -> tuple[ApprovalInput | None, str | None]:
     """Pause until answered: (the answer, None), (None, None) on a timeout, (None, why) if unreadable."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=max(1, math.ceil(timeout_s)), poll_interval=poll_s,
-                                key=pause_key(model_name, version), _sync=True)
+                                key=key, _sync=True)
     except FlowPauseTimeout:
         return None, None
     except Exception as exc:  # noqa: BLE001 - fail closed: any unreadable answer is a rejection with its reason
@@ -219,13 +228,13 @@ def await_approval(model_name: str, version: str, report_markdown: str, timeout_
     if not timeout_s > 0:
         raise ApprovalError(f"approval timeout must be positive, got {timeout_s!r} s")
     run_id = context.flow_run.id
+    key = pause_key(model_name, version, _run_count(run_id))
     markdown = _form_markdown(model_name, version, report_markdown, str(run_id), timeout_s, default)
     publish_report(f"{model_name}-v{version}-approval", markdown, description=f"approval of {model_name} v{version}")
-    _record_request(model_name, version, run_id, timeout_s, default)
+    _record_request(model_name, version, key, run_id, timeout_s, default)
     run_logger().info("Awaiting approval of %s v%s for up to %.0f s (default: %s); answer with `prefect-mlops "
                       "approve|reject %s`", model_name, version, timeout_s, default, run_id)
-    answer, unreadable = _ask(model_name, version, ApprovalInput.with_initial_data(description=markdown),
-                              timeout_s, poll_s, run_id)
+    answer, unreadable = _ask(key, ApprovalInput.with_initial_data(description=markdown), timeout_s, poll_s)
     _ensure_running(run_id)
     common = {"model_name": model_name, "version": version, "flow_run_id": str(run_id)}
     if answer is not None:
@@ -242,16 +251,16 @@ def await_approval(model_name: str, version: str, report_markdown: str, timeout_
     return decision
 
 
-def _record_request(model_name: str, version: str, flow_run_id: uuid.UUID, timeout_s: float, default: str) -> None:
+def _record_request(model_name: str, version: str, key: str, flow_run_id: uuid.UUID, timeout_s: float,
+                    default: str) -> None:
     """Store what the run waits for as a flow-run input, so that ``prefect-mlops approvals`` can list it."""
     from prefect.input.actions import create_flow_run_input, read_flow_run_input
 
-    key = REQUEST_KEY_PREFIX + pause_key(model_name, version)
-    if read_flow_run_input(key, flow_run_id=flow_run_id) is not None:
-        return  # a retried flow run asks again under the same key
+    if read_flow_run_input(REQUEST_KEY_PREFIX + key, flow_run_id=flow_run_id) is not None:
+        return  # asked already in this attempt
     expires = _now() + dt.timedelta(seconds=max(1, math.ceil(timeout_s)))
-    create_flow_run_input(key, {"model_name": model_name, "version": version, "default": default,
-                                "expires_at": expires.isoformat(), "pause_key": pause_key(model_name, version)},
+    create_flow_run_input(REQUEST_KEY_PREFIX + key, {"model_name": model_name, "version": version,
+                                                     "default": default, "expires_at": expires.isoformat()},
                           flow_run_id=flow_run_id)
 
 
@@ -273,6 +282,7 @@ def record_decision(decision: ApprovalDecision, mlflow_server: MlflowServer | No
     from tasks.mlflow_registry import tag_model_version
 
     at = decision.answered_at.isoformat()
+    run_logger().info("Approval: %s", decision.render())
     if mlflow_server is not None:
         tags = {"decision": "approved" if decision.approved else "rejected", "reviewer": decision.reviewer,
                 "reason": decision.reason, "at": at, "decided_by": decision.decided_by,
@@ -283,7 +293,6 @@ def record_decision(decision: ApprovalDecision, mlflow_server: MlflowServer | No
                                "decided_by": decision.decided_by, "answered_at": at}
     emit_model_event(MODEL_APPROVED if decision.approved else MODEL_APPROVAL_REJECTED, decision.model_name, payload,
                      key=f"{decision.version}-{at}")
-    run_logger().info("Approval: %s", decision.render())
     publish_report(f"{decision.model_name}-v{decision.version}-approval-decision",
                    f"# {decision.render()}\n\nat {at}", description="approval decision")
 
