@@ -44,10 +44,26 @@ def approval_probe(version: str, timeout_s: float, default: str, tracking_uri: s
     return decision.model_dump(mode="json")
 
 
+ATTEMPTS: dict[str, int] = {}
+
+
+# retries=2: in Prefect 3.8.8 resuming a blocking pause increments the run count (the server's
+# "resuming" flag is set after the increment), so a pause uses up one retry of the flow.
+@flow(name="approval-probe-retried", retries=2, retry_delay_seconds=0)
+def retried_probe(version: str) -> dict[str, Any]:
+    """Ask for approval, then fail the first attempt after the answer: the retry must ask again."""
+    ATTEMPTS[version] = ATTEMPTS.get(version, 0) + 1
+    decision = await_approval(MODEL, version, REPORT, timeout_s=600, default="reject", poll_s=1)
+    if ATTEMPTS[version] == 1:
+        raise RuntimeError("first attempt fails after its approval")
+    return decision.model_dump(mode="json")
+
+
 class FlowInThread:
     """Run :func:`approval_probe` in a thread that carries this test's Prefect settings."""
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, probe: Any = approval_probe, **params: Any) -> None:
+        self.probe = probe
         self.result: dict[str, Any] | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run, params), daemon=True)
@@ -55,7 +71,7 @@ class FlowInThread:
 
     def _run(self, params: dict[str, Any]) -> None:
         try:
-            self.result = approval_probe(**params)
+            self.result = self.probe(**params)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             self.error = exc
 
@@ -152,6 +168,20 @@ def test_no_answer_in_time_applies_the_default_and_the_run_goes_on(prefect_serve
                                                                         "decided_by": "timeout"}
     with pytest.raises(ApprovalError, match="not paused awaiting approval"):
         answer_approval(decision.flow_run_id, True, "alice", "too late")
+
+
+def test_a_retried_flow_run_asks_again_instead_of_reusing_the_first_answer() -> None:
+    version = uuid.uuid4().hex[:8]
+    run = FlowInThread(retried_probe, version=version)
+    first = wait_pending(version)
+    answer_approval(first.flow_run_id, True, "alice", "first attempt")
+    second = wait_until(lambda: [p for p in list_pending_approvals() if p.version == version], 300,
+                        "the retry paused awaiting approval")[0]
+    assert second.flow_run_id == first.flow_run_id
+    answer_approval(second.flow_run_id, False, "bob", "second look")
+    decision = run.decision()
+    assert (decision.approved, decision.reviewer, decision.reason) == (False, "bob", "second look")
+    assert ATTEMPTS[version] == 2
 
 
 def test_await_approval_outside_a_flow_run_is_a_clear_error() -> None:
