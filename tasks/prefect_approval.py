@@ -12,11 +12,11 @@ When nobody answers in time, Prefect raises ``FlowPauseTimeout`` and leaves the 
 server (``HandleResumingPausedFlows`` then fails any resume as "paused and never resumed"); here the
 timeout is a result: the run is moved back to Running and the policy's default applies, recorded as
 ``decided_by="timeout"``. A run cancelled while paused is not resumed. Fails closed: an answer that
-cannot be read is a rejection whose reason says so.
+cannot be read is a rejection whose reason says so. Every decision goes to ``mlops.approval.*`` version
+tags (with an MLflow server), a Prefect event (``tasks/events.py``), a log line and an artifact.
 
-Every decision is recorded three ways: ``mlops.approval.*`` tags on the model version (when an
-MLflow server is given), a Prefect event (``mlops.model.approved`` / ``mlops.model.approval_rejected``,
-see ``tasks/events.py``) and a log line plus a markdown artifact on the flow run.
+Prefect 3.8.8: resuming a blocking pause increments the flow run's run count, so each pause uses up
+one of the flow's ``retries``; each attempt asks anew (the pause key carries the run count).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tasks.events import MODEL_APPROVAL_REJECTED, MODEL_APPROVED, emit_model_event
 from tasks.exceptions import ApprovalError
@@ -58,6 +58,14 @@ class ApprovalInput(RunInput):
                                                          "version.")
     reason: str = Field(..., min_length=1, description="Why: recorded with the decision on the model version and in "
                                                        "the event.")
+
+    @field_validator("reviewer", "reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # Not in the JSON schema: the server accepts "  ", the flow reads it as unreadable and rejects.
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
 
 
 class ApprovalDecision(BaseModel):
@@ -149,21 +157,12 @@ def _ensure_running(flow_run_id: uuid.UUID) -> None:
                                   force=True)
 
 
-def _run_count(flow_run_id: uuid.UUID) -> int:
-    """Return the flow run's attempt as the server counts it (a retry of the flow increments it)."""
+def _read_run(flow_run_id: uuid.UUID) -> Any:
+    """Return the flow run as the server has it: its run count (attempt) and state (when it was resumed)."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return max(1, client.read_flow_run(flow_run_id).run_count or 1)
-
-
-def _answered_at(flow_run_id: uuid.UUID) -> dt.datetime:
-    """When the run was resumed (its Running state), else now."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(flow_run_id).state
-    return state.timestamp if state is not None and state.is_running() and state.timestamp else _now()
+        return client.read_flow_run(flow_run_id)
 
 
 def _ask(key: str, form: type[ApprovalInput], timeout_s: float,
@@ -228,7 +227,7 @@ def await_approval(model_name: str, version: str, report_markdown: str, timeout_
     if not timeout_s > 0:
         raise ApprovalError(f"approval timeout must be positive, got {timeout_s!r} s")
     run_id = context.flow_run.id
-    key = pause_key(model_name, version, _run_count(run_id))
+    key = pause_key(model_name, version, max(1, _read_run(run_id).run_count or 1))
     markdown = _form_markdown(model_name, version, report_markdown, str(run_id), timeout_s, default)
     publish_report(f"{model_name}-v{version}-approval", markdown, description=f"approval of {model_name} v{version}")
     _record_request(model_name, version, key, run_id, timeout_s, default)
@@ -238,8 +237,10 @@ def await_approval(model_name: str, version: str, report_markdown: str, timeout_
     _ensure_running(run_id)
     common = {"model_name": model_name, "version": version, "flow_run_id": str(run_id)}
     if answer is not None:
+        resumed = _read_run(run_id).state
         decision = ApprovalDecision(approved=answer.approve, reviewer=answer.reviewer, reason=answer.reason,
-                                    decided_by="person", answered_at=_answered_at(run_id), **common)
+                                    decided_by="person", answered_at=resumed.timestamp if resumed else _now(),
+                                    **common)
     elif unreadable is not None:
         decision = ApprovalDecision(approved=False, reviewer="unknown", reason=unreadable, decided_by="person",
                                     answered_at=_now(), **common)

@@ -184,6 +184,19 @@ def test_a_retried_flow_run_asks_again_instead_of_reusing_the_first_answer() -> 
     assert ATTEMPTS[version] == 2
 
 
+def test_an_answer_that_cannot_be_read_is_a_rejection_with_that_reason() -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    version = uuid.uuid4().hex[:8]
+    run = FlowInThread(version=version, timeout_s=600, default="approve")
+    pending = wait_pending(version)
+    # What a form could send that the server's schema accepts but the flow cannot read: a blank reviewer.
+    resume_flow_run(uuid.UUID(pending.flow_run_id), run_input={"approve": True, "reviewer": " ", "reason": "fine"})
+    decision = run.decision()
+    assert (decision.approved, decision.reviewer, decision.decided_by) == (False, "unknown", "person")
+    assert "could not be read" in decision.reason and "blank" in decision.reason
+
+
 def test_await_approval_outside_a_flow_run_is_a_clear_error() -> None:
     with pytest.raises(ApprovalError, match="must run inside a flow run"):
         await_approval(MODEL, "1", REPORT, timeout_s=5, default="reject")
