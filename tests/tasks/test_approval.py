@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 from servers import wait_until
 
 from deployments.cli import main
-from tasks.events import MODEL_APPROVAL_REJECTED, model_resource_id
+from tasks.events import MODEL_APPROVAL_REJECTED, MODEL_APPROVED, model_resource_id
 from tasks.exceptions import ApprovalError
 from tasks.prefect_approval import (
     ApprovalDecision,
@@ -154,16 +154,19 @@ def test_rejected_from_the_cli_records_who_and_why_on_the_model_version(mlflow_s
     assert "not paused awaiting approval" in capsys.readouterr().err
 
 
-def test_no_answer_in_time_applies_the_default_and_the_run_goes_on(prefect_server: str) -> None:
+@pytest.mark.parametrize(("default", "event_name"), [("reject", MODEL_APPROVAL_REJECTED), ("approve", MODEL_APPROVED)])
+def test_no_answer_in_time_applies_the_default_and_the_run_goes_on(prefect_server: str, default: str,
+                                                                  event_name: str) -> None:
     version = uuid.uuid4().hex[:8]
-    run = FlowInThread(version=version, timeout_s=5, default="reject")
+    run = FlowInThread(version=version, timeout_s=5, default=default)
     decision = run.decision()
-    assert (decision.approved, decision.decided_by, decision.reviewer) == (False, "timeout", "policy default")
-    assert "no answer within 5 s" in decision.reason
+    assert (decision.approved, decision.decided_by, decision.reviewer) == (
+        default == "approve", "timeout", "policy default")
+    assert f"no answer within 5 s; the policy default is {default}" == decision.reason
     assert final_state(decision.flow_run_id) == "COMPLETED"  # resumed after the timeout, not failed
     assert version not in [p.version for p in list_pending_approvals()]
-    event = wait_until(lambda: approval_events(prefect_server, MODEL_APPROVAL_REJECTED, version), 120,
-                       "the rejection event")[0]
+    event = wait_until(lambda: approval_events(prefect_server, event_name, version), 120,
+                       f"the {event_name} event")[0]
     assert {k: event["payload"][k] for k in ("reviewer", "decided_by")} == {"reviewer": "policy default",
                                                                         "decided_by": "timeout"}
     with pytest.raises(ApprovalError, match="not paused awaiting approval"):
