@@ -25,6 +25,7 @@ MAY_IMPORT = {"blocks": {"blocks"}, "tasks": {"blocks", "tasks"}, "flows": {"blo
 CROSS_CUTTING = {
     "blocks/test_block_standards.py": "every block against Prefect's standard block test suite",
     "blocks/test_blocks.py": "every block: `prefect block register`, no I/O in a constructor",
+    "deployments/test_deploy_paths.py": "prefect-mlops deploy and prefect.yaml + prefect deploy register the same",
     "deployments/test_event_contract.py":
         "each event of tasks/events.py starts the run that deployments/definitions.py names",
     "flows/test_deploy_broken_artifact.py": "fault: a corrupted registry artifact through deploy-model and the aliases",
