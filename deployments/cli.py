@@ -139,7 +139,7 @@ def _definitions(args: argparse.Namespace) -> list:
     defs = definitions(cooldown=dt.timedelta(seconds=args.cooldown_seconds),
                        monitor_every=dt.timedelta(seconds=args.monitor_every),
                        watch_every=dt.timedelta(seconds=args.watch_every), retrain_cron=args.retrain_cron,
-                       parameters=params)
+                       parameters=params, staged_rollout=getattr(args, "staged_rollout", False))
     if args.only:
         wanted = set(args.only.split(","))
         defs = [d for d in defs if d.name in wanted or f"{d.entrypoint.split(':')[1].replace('_', '-')}/{d.name}"
@@ -209,6 +209,8 @@ def _add_definition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrain-cron", default="0 3 * * *", help="cron of the scheduled retrain")
     parser.add_argument("--mlflow-block", default=argparse.SUPPRESS, help="mlflow_block parameter of every flow")
     parser.add_argument("--serving-block", default=None, help="serving_block parameter of every flow")
+    parser.add_argument("--staged-rollout", action="store_true", help="a promotion starts rollout-model "
+                        "(staging, infra validation, approval, production) instead of deploy-model")
 
 
 def _add_target_options(parser: argparse.ArgumentParser) -> None:

@@ -127,7 +127,7 @@ class DeploymentDefinition:
 
 def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: dt.timedelta = dt.timedelta(hours=1),
                 watch_every: dt.timedelta = dt.timedelta(minutes=5), retrain_cron: str = "0 3 * * *",
-                parameters: dict[str, Any] | None = None) -> list[DeploymentDefinition]:
+                parameters: dict[str, Any] | None = None, staged_rollout: bool = False) -> list[DeploymentDefinition]:
     """Return every deployment of prefect-mlops.
 
     Args:
@@ -138,6 +138,9 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
         parameters: Default parameters shared by every deployment whose flow takes them
             (e.g. ``{"mlflow_block": "prod-mlflow", "serving_block": "prod-serving"}``); each
             deployment keeps only those its flow accepts.
+        staged_rollout: A promotion starts ``rollout-model/on-promotion`` (staging, infra validation,
+            approval when the policy asks, then production; level 2) instead of ``deploy-model/on-promotion``,
+            which then answers rollbacks only (a version that served before goes straight back).
 
     Returns:
         The definitions.
@@ -167,9 +170,11 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
                              "the serving champion.", interval=monitor_every, parameters=shared),
         DeploymentDefinition("flows/watch_data.py:watch_data", "watch", "Look for new data.", interval=watch_every,
                              parameters=shared),
-        DeploymentDefinition("flows/deploy_model.py:deploy_model", "on-promotion", "Serve the new champion.",
-                             parameters=shared,
-                             triggers=(EventTrigger((MODEL_PROMOTED, MODEL_ROLLED_BACK), dt.timedelta(seconds=1)),)),
+        DeploymentDefinition("flows/deploy_model.py:deploy_model", "on-promotion",
+                             "Serve the previous champion again." if staged_rollout else "Serve the new champion.",
+                             parameters=shared, triggers=(EventTrigger(
+                                 (MODEL_ROLLED_BACK,) if staged_rollout else (MODEL_PROMOTED, MODEL_ROLLED_BACK),
+                                 dt.timedelta(seconds=1)),)),
         DeploymentDefinition("flows/deploy_model.py:watch_serving", "every-5-minutes", "Restart a dead front, "
                              "backend or supervisor of the serving endpoint (the supervisor's own backstop).",
                              interval=watch_every, parameters=shared),
@@ -181,6 +186,11 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
                              "recorded data rev and settings; compare its metrics.", parameters=shared),
         DeploymentDefinition("flows/rollout_model.py:rollout_model", "manual", "Staged rollout: deploy to staging, "
                              "load-test it against the rollout policy, then deploy to production.", parameters=rollout),
+        *([DeploymentDefinition("flows/rollout_model.py:rollout_model", "on-promotion", "Roll the new champion "
+                                "out: staging, infra validation, approval if the policy asks, production.",
+                                parameters=rollout,
+                                triggers=(EventTrigger((MODEL_PROMOTED,), dt.timedelta(seconds=1)),))]
+          if staged_rollout else []),
     ]
 
 

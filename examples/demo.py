@@ -3,12 +3,14 @@
 1. Start a local Prefect server (SQLite) and an ``mlflow server`` (SQLite + local artifacts),
    both on 127.0.0.1, state under ``.mlops/``.
 2. Day 0: version a sample batch with DVC, validate, tune, track, register, promote ``champion``;
-   package it as a bento and serve it behind a stable URL.
-3. Serve the event-driven deployments (retrain on drift, deploy on promotion) from a runner.
+   roll it out: a bento served on staging (:3001), infra-validated there with a bounded load
+   test, then served behind the stable production URL (:3000).
+3. Serve the event-driven deployments (retrain on drift, staged rollout on promotion) from a runner.
 4. Send simulated traffic for several days whose drift grows (ground truth arrives later);
    monitor each day with Evidently. When monitoring sees drift it emits an event; the
    automation starts retraining on the drifted, labelled traffic; the new model passes the
-   gate, is promoted, and the promotion event deploys it while traffic keeps flowing.
+   gate, is promoted, and the promotion event rolls it out (staging, infra validation,
+   production) while traffic keeps flowing.
 5. Monitor again: clean. Print the timeline and the URLs; stop everything (unless ``--keep``).
 
     .venv/bin/python -m examples.demo [--keep]
@@ -142,15 +144,17 @@ def main() -> int:  # noqa: PLR0915 - a script that tells a story, step by step
         if args.keep:
             keep(home, prefect_server, mlflow_server, runner)
         else:
+            from flows.rollout_model import embedded_staging
             from tasks.serving_endpoint import stop_serving
             from tasks.system import stop_started
 
             if runner is not None:
                 stop_started(runner, 60)
             stop_serving(None)
+            stop_serving(embedded_staging())
             mlflow_server.stop()
             prefect_server.stop()
-            say("stopped the runner, the model server, MLflow and Prefect")
+            say("stopped the runner, the production and staging model servers, MLflow and Prefect")
     return 0
 
 
@@ -175,9 +179,9 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
         runner = start_runner(home, f"{prefect_server.url}/api", None)
         kept["deployment runner"] = (runner.pid, str(home / "runner.log"))
         record_kept(home, kept)
-        served = [f"{d.flow_name}/{d.name}" for d in definitions()]
+        served = [f"{d.flow_name}/{d.name}" for d in definitions(staged_rollout=True)]
         with temporary_settings({PREFECT_API_URL: f"{prefect_server.url}/api"}):  # the story's context has closed
-            wait_for_triggers([f"{d.flow_name}/{d.name}" for d in definitions() if d.triggers])
+            wait_for_triggers([f"{d.flow_name}/{d.name}" for d in definitions(staged_rollout=True) if d.triggers])
         say(f"the runner now serves every deployment ({len(served)}): {', '.join(served)}; run one with "
             f"PREFECT_API_URL={prefect_server.url}/api .venv/bin/prefect deployment run '{served[3]}'")
     path = record_kept(home, kept)
@@ -185,19 +189,23 @@ def keep(home: Path, prefect_server: Any, mlflow_server: Any, runner: subprocess
     say(f"--keep: left running (recorded in {path}):")
     for name, (pid, where) in kept.items():
         print(f"             {name:<18} PID {pid:<8} {where}")
-    for part in ("front", "backend"):
-        info = status.get(part) or {}
-        if info.get("pid") and info.get("alive"):
-            print(f"             model {part:<12} PID {info['pid']:<8} {status.get('url')}")
+    from flows.rollout_model import embedded_staging
+
+    for where, state in (("model", status), ("staging", serving_status(embedded_staging(), probe=False))):
+        for part in ("front", "backend"):
+            info = state.get(part) or {}
+            if info.get("pid") and info.get("alive"):
+                print(f"             {where} {part:<{18 - len(where) - 1}} PID {info['pid']:<8} {state.get('url')}")
     print(f"  stop them: {sys.executable} -m examples.demo --stop   (or kill -TERM -<PID> for one of them)")
 
 
 def stop(home: Path) -> int:
-    """Stop what a ``--keep`` run left running: the model endpoint, the runner, MLflow and Prefect."""
+    """Stop what a ``--keep`` run left running: model endpoints (production, staging), runner, MLflow, Prefect."""
     from deployments.processes import stop_kept
+    from flows.rollout_model import embedded_staging
     from tasks.serving_endpoint import stop_serving
 
-    stopped = stop_serving(None).get("stopped") or []
+    stopped = [*(stop_serving(None).get("stopped") or []), *(stop_serving(embedded_staging()).get("stopped") or [])]
     for what in stopped:
         print(f"model endpoint: stopped {what}")
     lines = stop_kept(home)
@@ -225,7 +233,7 @@ def start_runner(home: Path, api: str, only: str | None) -> subprocess.Popen:
     """Start ``prefect-mlops serve`` for the demo's blocks (``only``: the deployments to serve, None: all)."""
     env = runner_env(api)
     log = open(home / "runner.log", "ab")  # noqa: SIM115 - closed with the process
-    command = [sys.executable, "-m", "deployments.cli", "serve", "--cooldown-seconds", "600",
+    command = [sys.executable, "-m", "deployments.cli", "serve", "--cooldown-seconds", "600", "--staged-rollout",
                "--param", "mlflow_block=demo-mlflow", *(["--only", only] if only else [])]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -234,8 +242,8 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     """The loop itself; returns the runner process (stopped by the caller)."""
     from blocks.mlflow_server import MlflowServer
     from flows.continuous_training import continuous_training
-    from flows.deploy_model import deploy_model
     from flows.monitor_model import monitor_model
+    from flows.rollout_model import rollout_model
     from tasks.inference_log import attach_ground_truth
     from tasks.sample_data import make_customer_frame
     from tasks.serving_endpoint import serving_status
@@ -251,15 +259,17 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     summary = continuous_training(data_file=str(day0), training=spec, mlflow_block="demo-mlflow")
     say(f"day 0: data rev {summary.data_rev[:10]} -> MLflow run {summary.run_id[:10]} -> {MODEL} "
         f"v{summary.model_version} {summary.verdict} (roc_auc {summary.metrics['roc_auc']:.3f})")
-    deployed = deploy_model(mlflow_block="demo-mlflow")
-    url = deployed.url
-    say(f"serving v{deployed.model_version} at {url} (bento {deployed.bento})")
+    rolled = rollout_model(mlflow_block="demo-mlflow")  # staging, infra validation, then production
+    url = rolled.production_url
+    say(f"staging v{rolled.model_version} at {rolled.staging_url} -> {rolled.infra_validation} -> "
+        f"production v{rolled.model_version} at {url}")
 
     runner = start_runner(home, api, "on-drift,on-promotion")
     from deployments.definitions import wait_for_triggers
 
-    wait_for_triggers(["continuous-training/on-drift", "deploy-model/on-promotion"])
-    say("runner serves continuous-training/on-drift and deploy-model/on-promotion (event triggers)")
+    wait_for_triggers(["continuous-training/on-drift", "rollout-model/on-promotion", "deploy-model/on-promotion"])
+    say("runner serves continuous-training/on-drift, rollout-model/on-promotion (staged rollout) and "
+        "deploy-model/on-promotion (rollbacks): event triggers")
 
     features = json.loads(summary_features(mlflow_url, summary.model_version))
     background = Traffic(url, json.loads(make_customer_frame(200, seed=7, day=9)[features].to_json(
@@ -287,6 +297,8 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
                 status = wait_until(lambda b=before: _serving_newer(serving_status(), b), 240,
                                     "the retrained champion to serve", interval=1.0, ignore=())
                 retrained_at = time.perf_counter()
+                say(f"v{status['model_version']} went through staging: "
+                    f"{rollout_line(mlflow_url, str(status['model_version']))}")
                 say(f"v{status['model_version']} serves at {url} now (bento {status['bento']}); "
                     f"background traffic: {background.sent} requests, {background.failed} failed")
     finally:
@@ -303,6 +315,18 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     if background.failed:
         print("failed background requests:", background.errors[:5])
     return runner
+
+
+def rollout_line(mlflow_url: str, version: str) -> str:
+    """The staged rollout of a version as recorded on it: staging URL, infra-validation figures, stage."""
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(tracking_uri=mlflow_url).get_model_version(MODEL, version).tags
+    figures = {k.removeprefix("mlops.infra."): v for k, v in tags.items() if k.startswith("mlops.infra.")}
+    return (f"{tags.get('mlops.rollout.staging_url', '-')} -> infra validation "
+            f"{tags.get('mlops.rollout.infra_validation', '-')} ({figures.get('rps', '?')} rps, p99 "
+            f"{figures.get('p99_ms', '?')} ms, {figures.get('errors', '?')} errors, {figures.get('memory_mb', '?')} MB)"
+            f" -> {tags.get('mlops.rollout.stage', '-')}")
 
 
 def summary_features(mlflow_url: str, version: str) -> str:

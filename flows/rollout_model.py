@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -14,11 +15,13 @@ from blocks.rollout_policy import RolloutPolicy
 from blocks.settings import state_dir
 from flows.common import DEFAULT_MODEL_NAME, load_mlflow, model_cache_dir
 from flows.deploy_model import DeploymentSummary, deploy_model, load_serving
+from tasks import lineage as L
 from tasks.bentoml_packaging import BentoInfo, build_bento, resolve_model_version
 from tasks.exceptions import InfraValidationError, MlopsError
 from tasks.infra_validation import InfraVerdict, record_infra_validation, validate_infrastructure
 from tasks.mlflow_alias_history import restore_alias
 from tasks.mlflow_registry import CHAMPION, ModelVersionInfo, download_model_version, tag_model_version
+from tasks.prefect_approval import ApprovalDecision, await_approval
 from tasks.prefect_artifacts import publish_report
 from tasks.serving_endpoint import get_serving_status
 
@@ -40,6 +43,7 @@ class RolloutSummary(BaseModel):
     figures: dict
     production_status: str
     previous_version: str | None
+    approval: str | None = None
 
 
 def load_rollout_policy(name: str | None) -> RolloutPolicy:
@@ -56,10 +60,15 @@ def staging_block_name(name: str | None) -> str:
     """
     if name:
         return name
-    root = state_dir()
-    BentoMLServing(store_path=str(root / "bentoml"), log_dir=str(root / "staging" / "inference-log"),
-                   port=STAGING_PORT).save(EMBEDDED_STAGING_BLOCK, overwrite=True)
+    embedded_staging().save(EMBEDDED_STAGING_BLOCK, overwrite=True)
     return EMBEDDED_STAGING_BLOCK
+
+
+def embedded_staging() -> BentoMLServing:
+    """Return the embedded staging endpoint's block (127.0.0.1:3001, the state folder's store, its own log)."""
+    root = state_dir()
+    return BentoMLServing(store_path=str(root / "bentoml"), log_dir=str(root / "staging" / "inference-log"),
+                          port=STAGING_PORT)
 
 
 def staged_bento(mlflow_server: MlflowServer, staging: BentoMLServing, target: ModelVersionInfo) -> BentoInfo:
@@ -85,7 +94,10 @@ def rollout_model(
     an event and an artifact -> ``deploy-model`` on the production block (with ``alias``: moved back
     if production fails, as deploy-model does). A version that fails staging or its infra validation
     never reaches production: production keeps serving, ``alias`` moves back to what it serves, and
-    the flow fails with an :class:`~tasks.exceptions.InfraValidationError`.
+    the flow fails with an :class:`~tasks.exceptions.InfraValidationError`. With the policy's
+    ``require_approval``, the run pauses before production for a person's decision (a form in the
+    Prefect UI, ``prefect-mlops approve|reject``, or ``answer_approval``); a rejection, or no answer
+    by ``approval_timeout_s`` with ``approval_default="reject"``, keeps production as it is.
 
     Args:
         model_name: Registered model name.
@@ -128,9 +140,50 @@ def rollout_model(
     headline = record_infra_validation(mlflow_server, model_name, target.version, verdict, live, restored)
     if not verdict.passed:
         raise _stopped(mlflow_server, target, verdict, headline, live, restored, production)
+    decision = _ask_approval(mlflow_server, rollout, target, headline) if rollout.require_approval else None
+    if decision is not None and not decision.approved:
+        return _rejected(mlflow_server, target, alias, verdict, headline, live, production, staging, decision)
     deployed = deploy_model(model_name=model_name, alias=alias, version=target.version, mlflow_block=mlflow_block,
                             serving_block=production_block)
-    return _rolled_out(mlflow_server, target, verdict, headline, deployed, staging)
+    return _rolled_out(mlflow_server, target, verdict, headline, deployed, staging, decision)
+
+
+def _ask_approval(mlflow_server: MlflowServer, rollout: RolloutPolicy, target: ModelVersionInfo,
+                  headline: str) -> ApprovalDecision:
+    """Pause for a person's decision, showing the gate's verdict and reasons and the infra-validation figures."""
+    try:
+        reasons = "\n".join(f"- {r}" for r in json.loads(target.tags.get(L.TAG_GATE_REASONS) or "[]"))
+    except ValueError:
+        reasons = f"- {target.tags.get(L.TAG_GATE_REASONS)}"
+    report = (f"# Approve {target.name} v{target.version} for production?\n\n"
+              f"**Gate**: {target.tags.get(L.TAG_GATE_VERDICT, 'no verdict recorded')} against champion "
+              f"v{target.tags.get(L.TAG_GATE_CHAMPION, '-')}\n\n{reasons or '- no reasons recorded'}\n\n"
+              f"**Infra validation on staging**: {headline}")
+    return await_approval(target.name, target.version, report, timeout_s=rollout.approval_timeout_s,
+                          default=rollout.approval_default, mlflow_server=mlflow_server)
+
+
+def _rejected(mlflow_server: MlflowServer, target: ModelVersionInfo, alias: str | None, verdict: InfraVerdict,
+              headline: str, live: str | None, production: BentoMLServing, staging: BentoMLServing,
+              decision: ApprovalDecision) -> RolloutSummary:
+    """Keep a rejected version out of production: alias back to what serves, stage tag, artifact, summary."""
+    why = f"v{target.version} rejected by {decision.reviewer} ({decision.decided_by}): {decision.reason}"
+    restored = restore_alias(mlflow_server, target.name, alias, target.version, live, why[:900],
+                             str(flow_run.id or "")) if alias else None
+    tag_model_version(mlflow_server, target.name, target.version, {TAG_ROLLOUT_STAGE: "rejected by approval"})
+    still = f"v{live} keeps serving at {production.endpoint_url()}" if live else \
+        f"nothing of {target.name} serves at {production.endpoint_url()}"
+    moved = f"; alias {alias!r} moved back to v{restored}" if restored else ""
+    publish_report(f"{target.name}-rollout",
+                   f"# {target.name}: v{target.version} stays out of production\n\n1. staging "
+                   f"{staging.endpoint_url()}\n2. {headline}\n3. approval: {why}\n4. production: not deployed; "
+                   f"{still}{moved}", description=f"{why}; {still}")
+    print(f"{why}; {still}{moved}")
+    return RolloutSummary(
+        model_name=target.name, model_version=target.version, staging_url=staging.endpoint_url(),
+        production_url=production.endpoint_url(), infra_validation=headline,
+        figures=verdict.figures.model_dump(exclude={"problems"}), production_status="rejected",
+        previous_version=live, approval=decision.render())
 
 
 def _stopped(mlflow_server: MlflowServer, target: ModelVersionInfo, verdict: InfraVerdict, headline: str,
@@ -152,7 +205,8 @@ def _stopped(mlflow_server: MlflowServer, target: ModelVersionInfo, verdict: Inf
 
 
 def _rolled_out(mlflow_server: MlflowServer, target: ModelVersionInfo, verdict: InfraVerdict, headline: str,
-                deployed: DeploymentSummary, staging: BentoMLServing) -> RolloutSummary:
+                deployed: DeploymentSummary, staging: BentoMLServing,
+                decision: ApprovalDecision | None = None) -> RolloutSummary:
     """Record a version that passed staging and serves in production: stage tag, rollout artifact, summary."""
     tag_model_version(mlflow_server, target.name, target.version,
                       {TAG_ROLLOUT_STAGE: "production", TAG_ROLLED_OUT_AT: dt.datetime.now(dt.UTC).isoformat()})
@@ -160,7 +214,7 @@ def _rolled_out(mlflow_server: MlflowServer, target: ModelVersionInfo, verdict: 
         model_name=target.name, model_version=target.version, staging_url=staging.endpoint_url(),
         production_url=deployed.url, infra_validation=headline,
         figures=verdict.figures.model_dump(exclude={"problems"}), production_status=deployed.status,
-        previous_version=deployed.previous_version)
+        previous_version=deployed.previous_version, approval=decision.render() if decision else None)
     was = f" (was v{deployed.previous_version})" if deployed.previous_version else ""
     publish_report(f"{target.name}-rollout",
                    f"# {target.name}: v{target.version} rolled out\n\n1. staging {staging.endpoint_url()}\n"

@@ -131,3 +131,67 @@ def test_a_version_that_fails_on_staging_moves_the_alias_back_to_what_production
     tags = client.get_model_version(serving_registry.model, broken_version.version).tags
     assert tags[TAG_VALIDATION] == "failed" and "staging deployment failed" in tags[TAG_VALIDATION_REASON]
     assert tags["mlops.infra.rps"] == "not measured" and tags[TAG_ROLLOUT_STAGE] == "rejected on staging"
+
+
+def _in_thread(call: Any) -> Any:
+    """Run ``call`` in a thread carrying this test's Prefect settings; return a function that joins it."""
+    import contextvars
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+    thread.start()
+
+    def join() -> Any:
+        thread.join(300)
+        assert not thread.is_alive() and "error" not in box, box.get("error")
+        return box["result"]
+
+    return join
+
+
+def test_approval_rejected_keeps_production_and_approved_rolls_out(
+        rolled_out: Any, endpoints: Any, serving_registry: Any) -> None:
+    from deployments.cli import main
+    from tasks.prefect_approval import answer_approval, list_pending_approvals
+
+    staging, production = endpoints
+    server = serving_registry.server()
+    RolloutPolicy(duration_s=1.0, warmup_s=0.0, concurrency=2, require_approval=True, approval_timeout_s=600,
+                  approval_default="reject").save("rollout-tests-approval", overwrite=True)
+
+    def pending() -> Any:
+        found = [p for p in list_pending_approvals() if p.model_name == serving_registry.model and p.version == "2"]
+        return found[0] if found else None
+
+    # Rejected from the CLI: production keeps v1, the alias moves back, who and why are on the version.
+    set_model_alias.fn(server, serving_registry.model, "champion", "2", "rollout test: v2 for approval")
+    join = _in_thread(lambda: rollout(serving_registry, "rollout-tests-approval"))
+    paused = wait_for(pending, 300, "the rollout of v2 paused awaiting approval", interval=1.0)
+    assert main(["reject", paused.flow_run_id, "--reviewer", "carol", "--reason", "p99 too close to the limit"]) == 0
+    rejected = join()
+    assert rejected.production_status == "rejected" and "rejected by carol" in (rejected.approval or "")
+    assert answered_version(production.endpoint_url(), serving_registry) == "1"
+    client = server.get_client()
+    assert str(client.get_model_version_by_alias(serving_registry.model, "champion").version) == "1"
+    tags = client.get_model_version(serving_registry.model, "2").tags
+    assert (tags["mlops.approval.decision"], tags["mlops.approval.reviewer"]) == ("rejected", "carol")
+    assert tags[TAG_ROLLOUT_STAGE] == "rejected by approval"
+    assert "stays out of production" in (latest_artifact(f"{serving_registry.model}-rollout-summary") or "")
+
+    # Approved from Python: the same version goes on to production.
+    set_model_alias.fn(server, serving_registry.model, "champion", "2", "rollout test: v2 again")
+    join = _in_thread(lambda: rollout(serving_registry, "rollout-tests-approval"))
+    paused = wait_for(pending, 300, "the second rollout of v2 paused awaiting approval", interval=1.0)
+    answer_approval(paused.flow_run_id, True, "dave", "checked the figures")
+    approved = join()
+    assert approved.production_status == "deployed" and "approved by dave" in (approved.approval or "")
+    assert answered_version(production.endpoint_url(), serving_registry) == "2"
+    assert client.get_model_version(serving_registry.model, "2").tags["mlops.approval.decision"] == "approved"
