@@ -321,7 +321,12 @@ def rollout_line(mlflow_url: str, version: str) -> str:
     """The staged rollout of a version as recorded on it: staging URL, infra-validation figures, stage."""
     from mlflow import MlflowClient
 
-    tags = MlflowClient(tracking_uri=mlflow_url).get_model_version(MODEL, version).tags
+    from tasks.system import wait_until
+
+    client = MlflowClient(tracking_uri=mlflow_url)
+    # The endpoint answers with the new version a moment before rollout-model records the stage.
+    tags = wait_until(lambda: client.get_model_version(MODEL, version).tags, 60, f"v{version}'s rollout stage",
+                      interval=0.5, done=lambda t: "mlops.rollout.stage" in t)
     figures = {k.removeprefix("mlops.infra."): v for k, v in tags.items() if k.startswith("mlops.infra.")}
     return (f"{tags.get('mlops.rollout.staging_url', '-')} -> infra validation "
             f"{tags.get('mlops.rollout.infra_validation', '-')} ({figures.get('rps', '?')} rps, p99 "
