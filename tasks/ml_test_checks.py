@@ -11,6 +11,7 @@ Prefect run or deployment, or a test file. The checks are pure functions: no I/O
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +114,10 @@ def _present(e: Evidence, *paths: str) -> list[str]:
     return [p for p in paths if p in e.test_files]
 
 
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else str(value)
+
+
 def _tag(e: Evidence, key: str) -> str | None:
     return e.version_tags.get(key) or e.run_tags.get(key)
 
@@ -186,7 +191,7 @@ def data_7(e: Evidence) -> Finding:
     tests = _tests(e, "tasks.sklearn_preprocessing", "tasks.datasets")
     if not tests:
         return missing("no test imports the feature code (tasks/sklearn_preprocessing.py, tasks/datasets.py)")
-    return auto(tests)
+    return auto(tests[:6])
 
 
 def model_1(e: Evidence) -> Finding:
@@ -232,12 +237,10 @@ def model_5(e: Evidence) -> Finding:
     raw = _tag(e, "mlops.gate.baseline")
     if not raw:
         return missing("the gate recorded no baseline comparison (tag mlops.gate.baseline)")
-    import json
-
     base = json.loads(raw)
     return auto(["tag mlops.gate.baseline", "run metrics baseline_*", *_present(
-        e, "tests/tasks/test_gate_baseline.py")], f"{base.get('metric')}: challenger {base.get('challenger')} vs "
-                f"{base.get('model')} {base.get('baseline')}", passed=bool(base.get("beaten")))
+        e, "tests/tasks/test_gate_baseline.py")], f"{base.get('metric')}: challenger {_num(base.get('challenger'))} "
+                f"vs {base.get('model')} {_num(base.get('baseline'))}", passed=bool(base.get("beaten")))
 
 
 def model_6(e: Evidence) -> Finding:
@@ -271,8 +274,9 @@ def infra_1(e: Evidence) -> Finding:
 
 def infra_2(e: Evidence) -> Finding:
     """Check Infra 2: Model specs are unit tested."""
-    tests = _tests(e, "tasks.sklearn_spec", "tasks.sklearn_training")
-    return auto(tests) if tests else missing("no test imports tasks/sklearn_spec.py or tasks/sklearn_training.py")
+    tests = sorted({*_present(e, "tests/tasks/test_training.py", "tests/tasks/test_task_types.py"),
+                    *_tests(e, "tasks.sklearn_spec")})
+    return auto(tests[:6]) if tests else missing("no unit test of the training spec (tasks/sklearn_spec.py)")
 
 
 def infra_3(e: Evidence) -> Finding:
@@ -322,8 +326,6 @@ def infra_7(e: Evidence) -> Finding:
 
 def monitoring_1(e: Evidence) -> Finding:
     """Check Monitor 1: Dependency changes result in notification."""
-    import json
-
     raw = _tag(e, "mlops.libraries")
     if not raw:
         return missing("the version has no mlops.libraries tag: dependency changes cannot be detected")
