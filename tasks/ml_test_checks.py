@@ -133,7 +133,7 @@ def _deployed(e: Evidence, flow: str) -> list[dict[str, Any]]:
 
 def data_1(e: Evidence) -> Finding:
     """Check Data 1: Feature expectations are captured in a schema."""
-    tests = _present(e, "tests/tasks/test_data_validation.py", "tests/blocks/test_data_contract_roles.py")
+    tests = _present(e, "tests/tasks/test_data_validation.py", "tests/blocks/test_data_contract.py")
     if not e.contract or not _tag(e, "mlops.data.rev"):
         return missing("no data contract is stored for the model, or the version has no validated data rev")
     return auto([f"contract {e.contract}", f"tag mlops.data.rev={_tag(e, 'mlops.data.rev')} (only data that "
@@ -163,7 +163,7 @@ def data_4(e: Evidence) -> Finding:
     if not roles:
         return missing("the version has no mlops.column_roles tag (column roles were not recorded)")
     return auto(["tag mlops.column_roles (identifiers, free text and the target are kept out of the features)",
-                 "tag mlops.features", *_present(e, "tests/blocks/test_data_contract_roles.py",
+                 "tag mlops.features", *_present(e, "tests/blocks/test_data_contract.py",
                                                   "tests/tasks/test_datasets.py")])
 
 
@@ -180,7 +180,7 @@ def data_5(e: Evidence) -> Finding:
 
 def data_6(e: Evidence) -> Finding:
     """Check Data 6: New features can be added quickly."""
-    tests = _present(e, "tests/test_dataset_matrix.py", "tests/flows/test_training_matrix.py")
+    tests = _present(e, "tests/test_dataset_matrix.py", "tests/tasks/test_datasets.py")
     if not _tag(e, "mlops.column_roles") or not tests:
         return missing("column roles are not inferred and recorded, or no test trains on new data sets")
     return auto(["tag mlops.column_roles (a new column's role is inferred and it joins the features)", *tests])
@@ -239,7 +239,7 @@ def model_5(e: Evidence) -> Finding:
         return missing("the gate recorded no baseline comparison (tag mlops.gate.baseline)")
     base = json.loads(raw)
     return auto(["tag mlops.gate.baseline", "run metrics baseline_*", *_present(
-        e, "tests/tasks/test_gate_baseline.py")], f"{base.get('metric')}: challenger {_num(base.get('challenger'))} "
+        e, "tests/tasks/test_promotion_gate.py")], f"{base.get('metric')}: challenger {_num(base.get('challenger'))} "
                 f"vs {base.get('model')} {_num(base.get('baseline'))}", passed=bool(base.get("beaten")))
 
 
@@ -274,7 +274,7 @@ def infra_1(e: Evidence) -> Finding:
 
 def infra_2(e: Evidence) -> Finding:
     """Check Infra 2: Model specs are unit tested."""
-    tests = sorted({*_present(e, "tests/tasks/test_training.py", "tests/tasks/test_task_types.py"),
+    tests = sorted({*_present(e, "tests/tasks/test_sklearn_training.py"),
                     *_tests(e, "tasks.sklearn_spec")})
     return auto(tests[:6]) if tests else missing("no unit test of the training spec (tasks/sklearn_spec.py)")
 
@@ -293,7 +293,7 @@ def infra_4(e: Evidence) -> Finding:
     smoke = [f"tag {k}" for k in ("mlops.deployment.deployed_at", "mlops.deployment.failed_reason")
              if k in e.version_tags]
     return auto([f"tag mlops.gate.verdict={verdict}", "tag mlops.gate.reasons", "tag mlops.gate.non_finite_predictions",
-                 *smoke, *_present(e, "tests/tasks/test_gate_fail_closed.py")])
+                 *smoke, *_present(e, "tests/tasks/test_promotion_gate.py")])
 
 
 def infra_5(e: Evidence) -> Finding:
@@ -311,8 +311,9 @@ def infra_6(e: Evidence) -> Finding:
     if not staged:
         return missing("no staged rollout recorded (tag mlops.rollout.infra_validation): the model was not served "
                        "on a staging endpoint and load-tested before production")
-    return auto([f"tag mlops.rollout.infra_validation={staged}",
-                 *sorted(f"tag {k}" for k in e.version_tags if k.startswith("mlops.infra."))[:4]])
+    return auto([f"tag mlops.rollout.infra_validation={staged}", "tag mlops.rollout.infra_validation_reason",
+                 *_present(e, "tests/flows/test_rollout_model.py")], e.version_tags.get(
+                     "mlops.rollout.infra_validation_reason", ""), passed=staged == "passed")
 
 
 def infra_7(e: Evidence) -> Finding:
@@ -370,7 +371,7 @@ def monitoring_5(e: Evidence) -> Finding:
     if value is None:
         return missing("no NaN/inf check of the predictions was recorded (tag mlops.gate.non_finite_predictions)")
     return auto([f"tag mlops.gate.non_finite_predictions={value}", "artifact evaluation/evaluation.json#non_finite",
-                 *_present(e, "tests/tasks/test_gate_baseline.py")], passed=str(value) == "0")
+                 *_present(e, "tests/tasks/test_promotion_gate.py")], passed=str(value) == "0")
 
 
 def monitoring_6(e: Evidence) -> Finding:
@@ -379,7 +380,9 @@ def monitoring_6(e: Evidence) -> Finding:
     if not infra:
         return missing("no load test of the serving endpoint recorded (tags mlops.infra.*: requests per second, p99 "
                        "latency, memory)")
-    return auto([f"tag {k}={e.version_tags[k]}" for k in infra][:6])
+    passed = e.version_tags.get("mlops.rollout.infra_validation") == "passed"
+    return auto([*[f"tag {k}={e.version_tags[k]}" for k in infra][:6],
+                 *_present(e, "tests/tasks/test_infra_validation.py")], passed=passed)
 
 
 def monitoring_7(e: Evidence) -> Finding:

@@ -52,5 +52,5 @@ def test_points_name_their_evidence_manual_counts_half_and_the_score_is_the_lowe
 
 def test_this_projects_tests_cover_the_checks_that_name_them() -> None:
     files, by_module = project_tests()
-    assert "tests/tasks/test_gate_baseline.py" in files
-    assert "tests/tasks/test_task_types.py" in by_module["tasks.sklearn_preprocessing"]
+    assert "tests/tasks/test_promotion_gate.py" in files
+    assert "tests/tasks/test_sklearn_training.py" in by_module["tasks.sklearn_training"]
