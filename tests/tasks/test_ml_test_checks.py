@@ -1,4 +1,4 @@
-"""The ML Test Score's scoring rules on hand-made evidence (pure functions: no server)."""
+"""The ML Test Score's 28 checks and its scoring rules on hand-made evidence (pure functions: no server)."""
 
 from __future__ import annotations
 
