@@ -26,6 +26,8 @@ class ResolvedPolicy(BaseModel):
     max_disparity: float | None
     min_slice_rows: int
     allow_unscorable_champion: bool
+    beat_baseline: bool = True
+    min_ml_test_score: float | None = None
 
 
 class PromotionPolicy(Block):
@@ -61,6 +63,11 @@ class PromotionPolicy(Block):
         min_slice_rows: Slices smaller than this are reported but not gated.
         allow_unscorable_champion: Promote on floors, slices and fairness alone when the champion
             cannot score the new test set (its columns or labels differ); the reason says so.
+        beat_baseline: The challenger's primary metric must be strictly better than the simplest
+            model's (class prior / training mean) on the same test rows.
+        min_ml_test_score: Lowest ML Test Score (Breck et al. 2017, the minimum of the section totals, out
+            of 7) of the model's pipeline, as last recorded by the ``ml-test-score`` flow on the registered
+            model (tag ``mlops.ml_test_score``); None: not required. No recorded score rejects.
 
     Examples:
         >>> from blocks.promotion_policy import PromotionPolicy
@@ -107,6 +114,13 @@ class PromotionPolicy(Block):
     allow_unscorable_champion: bool = Field(
         default=False, description="Promote on floors, slices and fairness alone when the champion cannot score the "
         "new test set (its columns or labels differ). Off: such a challenger is rejected.")
+    beat_baseline: bool = Field(
+        default=True, description="Reject a challenger whose primary metric is not strictly better than the "
+        "simplest model's (DummyClassifier prior / DummyRegressor mean) on the same test rows.")
+    min_ml_test_score: float | None = Field(
+        default=None, ge=0.0, le=7.0, description="Lowest ML Test Score (0-7, the minimum of the four section "
+        "totals) of the pipeline, as last recorded by the ml-test-score flow; None: not required. A model "
+        "with no recorded score is rejected.")
 
     def resolved(self, task_type: str) -> ResolvedPolicy:
         """Return the concrete rules for a task type, refusing metrics the task cannot produce.
@@ -148,4 +162,5 @@ class PromotionPolicy(Block):
             fairness_metric=None if task_type == "regression" else (self.fairness_metric
                                                                     or "demographic_parity_difference"),
             max_disparity=self.max_disparity, min_slice_rows=self.min_slice_rows,
-            allow_unscorable_champion=self.allow_unscorable_champion)
+            allow_unscorable_champion=self.allow_unscorable_champion, beat_baseline=self.beat_baseline,
+            min_ml_test_score=self.min_ml_test_score)

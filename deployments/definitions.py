@@ -186,6 +186,8 @@ def definitions(cooldown: dt.timedelta = dt.timedelta(hours=6), monitor_every: d
                              "recorded data rev and settings; compare its metrics.", parameters=shared),
         DeploymentDefinition("flows/rollout_model.py:rollout_model", "manual", "Staged rollout: deploy to staging, "
                              "load-test it against the rollout policy, then deploy to production.", parameters=rollout),
+        DeploymentDefinition("flows/ml_test_score.py:ml_test_score", "manual", "Score the pipeline's production "
+                             "readiness (ML Test Score, 28 tests) from recorded evidence.", parameters=shared),
         *([DeploymentDefinition("flows/rollout_model.py:rollout_model", "on-promotion", "Roll the new champion "
                                 "out: staging, infra validation, approval if the policy asks, production.",
                                 parameters=rollout,

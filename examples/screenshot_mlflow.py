@@ -65,7 +65,8 @@ def _train_and_list_pages(mlflow_url: str, home: Path) -> dict[str, str]:
     from tasks.sklearn_training import TrainingSpec
 
     MlflowServer(tracking_uri=mlflow_url, experiment_name="shots").save("shots-mlflow", overwrite=True)
-    PromotionPolicy(min_improvement=-1.0, guard_metrics={}, floors={}).save("shots-no-floors", overwrite=True)
+    PromotionPolicy(min_improvement=-1.0, guard_metrics={}, floors={}, beat_baseline=False).save("shots-no-floors",
+                                                                                              overwrite=True)
     days = []
     for day in (0, 1):
         path = home / f"day{day}.parquet"

@@ -21,6 +21,7 @@ from flows.common import model_cache_dir
 from flows.tuning import TrialRunner, run_trials
 from tasks import lineage as L
 from tasks.events import MODEL_PROMOTED, MODEL_REJECTED, emit_model_event
+from tasks.ml_test_score import recorded_ml_test_score
 from tasks.mlflow_alias_history import set_model_alias
 from tasks.mlflow_locks import ModelLock
 from tasks.mlflow_pages import publish_version_page
@@ -73,7 +74,7 @@ def tune_and_register(mlflow_server: MlflowServer, experiment_id: str, run_id: s
     log_trial_run.map(unmapped(mlflow_server), experiment_id, run_id, results, spec.estimator).result()
     best = select_best_trial(results, spec.metric(task.task_type))
     evaluation = evaluate_model(best.model_path, split.test, target, task.task_type, split.features,
-                                plot_dir=plot_dir, **scoring_options(rules, task))
+                                plot_dir=plot_dir, train_file=split.train, **scoring_options(rules, task))
     # The LoggedModel first, so that its test metrics are linked to it and to the training dataset.
     model_uri = log_sklearn_model(mlflow_server, run_id, best.model_path, split.test, split.features,
                                   params=best.params)
@@ -96,7 +97,7 @@ def evaluate_registered(mlflow_server: MlflowServer, version: ModelVersionInfo, 
                         task: TaskInfo, rules: ResolvedPolicy) -> Evaluation:
     """Evaluate an already registered (pending) version again, to gate it after an interrupted run."""
     model_dir = download_model_version(mlflow_server, version, model_cache_dir(mlflow_server))
-    return evaluate_model(model_dir, split.test, target, task.task_type, split.features,
+    return evaluate_model(model_dir, split.test, target, task.task_type, split.features, train_file=split.train,
                           **scoring_options(rules, task))
 
 
@@ -119,7 +120,9 @@ def gate_and_promote(mlflow_server: MlflowServer, model_name: str, registered: M
         score = evaluate_champion(champion_dir, split.test, target, task.task_type, split.features,
                                   **scoring_options(rules, task))
         champion_eval, unscorable = score.evaluation, score.unscorable
-    verdict = gate_challenger(evaluation, champion_eval, rules, champion.version if champion else None, unscorable)
+    score = recorded_ml_test_score(mlflow_server, model_name) if rules.min_ml_test_score is not None else None
+    verdict = gate_challenger(evaluation, champion_eval, rules, champion.version if champion else None, unscorable,
+                              score)
     gate_tags = {L.TAG_GATE_VERDICT: verdict.label, L.TAG_GATE_REASONS: json.dumps(verdict.stated_reasons),
                  L.TAG_GATE_CHAMPION: verdict.champion_version or "none", **verdict.tags()}
     if resumed:

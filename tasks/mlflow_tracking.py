@@ -238,6 +238,7 @@ def log_evaluation(mlflow_server: MlflowServer, run_id: str, evaluation: Evaluat
         for value, row in table.items():
             metrics += [Metric(f"slice.{column}.{value}.{k}", v, now, 0, **link) for k, v in row.items()]
         metrics.append(Metric(f"slice_gap.{column}", evaluation.slice_gaps.get(column, 0.0), now, 0, **link))
+    metrics += [Metric(f"baseline_{k}", v, now, 0, **link) for k, v in (evaluation.baseline or {}).items()]
     for key in ("disparity", "demographic_parity_difference", "equal_opportunity_difference"):
         if key in evaluation.fairness:
             metrics.append(Metric(f"fairness.{key}", float(evaluation.fairness[key]), now, 0, **link))

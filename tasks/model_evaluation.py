@@ -19,7 +19,14 @@ from blocks.task_metrics import positive_label as default_positive
 from tasks.exceptions import ModelUnscorableError, RegistryError
 from tasks.logs import run_logger
 from tasks.model_plots import PlotData, collect_plot_data, render_plots
-from tasks.model_scoring import class_probabilities, fairness_report, matches, score_predictions
+from tasks.model_scoring import (
+    baseline_metrics,
+    class_probabilities,
+    count_non_finite,
+    fairness_report,
+    matches,
+    score_predictions,
+)
 from tasks.sample_data import read_frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,6 +53,13 @@ class Evaluation(BaseModel):
     importance: dict[str, float] = {}
     #: The numbers behind the plots, to draw them again with the version and the champion (tasks/model_plots.py).
     plot_data: PlotData | None = None
+    #: Metrics of the simplest model (class prior / mean of the training labels) on the same test rows;
+    #: None: not measured (a hand-made evaluation), which the gate's baseline rule rejects.
+    baseline: dict[str, float] | None = None
+    #: What the baseline is, e.g. ``DummyClassifier(strategy='prior') fitted on the training split``.
+    baseline_model: str = ""
+    #: NaN or infinite values among the predictions and probabilities (any rejects: metrics are then empty).
+    non_finite: int = 0
 
 
 def load_model(model_path: str) -> Any:
@@ -118,7 +132,7 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
                    primary_metric: str | None = None, min_slice_rows: int = 30,
                    plot_dir: str | None = None, label: str = "challenger", classes: list[Any] | None = None,
                    positive_label: Any = None, fairness_metric: str | None = None,
-                   title: str | None = None, curves: bool = False) -> Evaluation:
+                   title: str | None = None, curves: bool = False, train_file: str | None = None) -> Evaluation:
     """Evaluate a model on a test file: metrics, per-slice metrics and gaps, fairness, plots.
 
     Args:
@@ -140,9 +154,12 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
         title: Title of the plots (None: the label and the estimator's class).
         curves: Keep the numbers behind the plots (``plot_data``, without importances) even without
             ``plot_dir``: the champion's curves, overlaid on the challenger's plots.
+        train_file: The training split; the baseline (class prior / mean) is fitted on its labels
+            (None: on the test labels, a slightly stronger baseline).
 
     Returns:
-        The evaluation.
+        The evaluation. Predictions or probabilities with NaN or infinite values fail closed: the
+        evaluation has no metrics and ``non_finite`` counts them (the gate rejects it).
 
     Raises:
         ModelUnscorableError: The model cannot score this test set (columns, labels or task type differ).
@@ -179,7 +196,16 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelUnscorableError(f"The {label} model {model_path} cannot score {test_file}: {exc}") from exc
     y = frame[target].to_numpy()
+    non_finite = count_non_finite(pred, proba)
+    if non_finite:
+        logger.warning("%s predicts %d NaN/inf values on %d test rows: not scored", label, non_finite, len(frame))
+        return Evaluation(model=label, rows=len(frame), metrics={}, task_type=task_type, classes=classes,
+                          positive_label=positive, features=features, test_digest=file_digest(test_file),
+                          non_finite=non_finite)
     metrics = score_predictions(task_type, y, pred, proba, classes, positive)
+    y_train = read_frame(train_file)[target].to_numpy() if train_file else y
+    baseline_name, baseline = baseline_metrics(task_type, y_train, y, classes, positive)
+    baseline_name += " fitted on the " + ("training split" if train_file else "test labels")
     primary = primary_metric or defaults_for(task_type).primary_metric
     slices: dict[str, dict[str, dict[str, float]]] = {}
     gaps: dict[str, float] = {}
@@ -206,7 +232,8 @@ def evaluate_model(model_path: str, test_file: str, target: str, task_type: str,
     return Evaluation(model=label, rows=len(frame), metrics=metrics, slice_metrics=slices, slice_gaps=gaps,
                       fairness=fairness, plots=plots, task_type=task_type, classes=classes,
                       positive_label=positive, features=features, test_digest=file_digest(test_file),
-                      importance=plot_data.importance if plot_data else {}, plot_data=plot_data)
+                      importance=plot_data.importance if plot_data else {}, plot_data=plot_data,
+                      baseline=baseline, baseline_model=baseline_name)
 
 
 class ChampionScore(BaseModel):
@@ -251,9 +278,13 @@ def evaluate_champion(model_dir: str, test_file: str, target: str, task_type: st
         ...     return evaluate_champion(champion_dir, test, "churned", "binary", ["tenure_months"]).unscorable is None
     """
     try:
-        return ChampionScore(evaluation=evaluate_model.fn(
+        evaluation = evaluate_model.fn(
             model_dir, test_file, target, task_type, features, slice_columns, sensitive_attribute, primary_metric,
-            min_slice_rows, None, "champion", classes, positive_label, fairness_metric, curves=True))
+            min_slice_rows, None, "champion", classes, positive_label, fairness_metric, curves=True)
     except ModelUnscorableError as exc:
         run_logger().warning("Champion cannot be scored on this test set: %s", exc)
         return ChampionScore(unscorable=str(exc))
+    if evaluation.non_finite:
+        return ChampionScore(unscorable=f"the champion predicts {evaluation.non_finite} NaN/inf values on "
+                                        f"{evaluation.rows} test rows")
+    return ChampionScore(evaluation=evaluation)

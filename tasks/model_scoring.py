@@ -222,3 +222,63 @@ def fairness_report(task_type: str, y_true: Any, y_pred: Any, sensitive: Any, me
     disparity = max(values) if len(values) == len(per_class) else float("nan")
     return {"metric": name if task_type == "binary" else f"{name} (one-vs-rest, worst class)",
             "disparity": disparity, "groups": group_rows, "per_class": per_class}
+
+
+def baseline_metrics(task_type: str, y_train: Any, y_test: Any, classes: list[Any] | None = None,
+                     positive: Any | None = None) -> tuple[str, dict[str, float]]:
+    """Score the simplest model on the test labels: the class prior or the mean, fitted on the training labels.
+
+    The gate's "a simpler model is not better" rule (ML Test Score, Model 5): a challenger must beat
+    this baseline on the primary metric. The baseline sees no features: it predicts the most frequent
+    class with the training prior as its probabilities (``DummyClassifier(strategy="prior")``), or the
+    training mean (``DummyRegressor(strategy="mean")``).
+
+    Args:
+        task_type: ``binary``, ``multiclass`` or ``regression``.
+        y_train: Labels the baseline is fitted on (the training split's).
+        y_test: Labels it is scored on (the test split's).
+        classes: The training label set (classification).
+        positive: The positive label of a binary task.
+
+    Returns:
+        The baseline's name and its metrics (the same names as :func:`score_predictions`).
+
+    Examples:
+        >>> name, metrics = baseline_metrics("regression", [1.0, 3.0], [2.0, 2.0])
+        >>> name, metrics["rmse"]
+        ("DummyRegressor(strategy='mean')", 0.0)
+    """
+    import numpy as np
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    x_train, x_test = np.zeros((len(y_train), 1)), np.zeros((len(y_test), 1))
+    if task_type == "regression":
+        regressor = DummyRegressor(strategy="mean").fit(x_train, y_train.astype("float64"))
+        return "DummyRegressor(strategy='mean')", score_predictions(task_type, y_test, regressor.predict(x_test))
+    classifier = DummyClassifier(strategy="prior").fit(x_train, y_train)
+    labels = list(classes) if classes else sorted({*y_train.tolist(), *y_test.tolist()}, key=str)
+    proba = class_probabilities(classifier, x_test, labels)
+    return "DummyClassifier(strategy='prior')", score_predictions(task_type, y_test, classifier.predict(x_test),
+                                                                  proba, labels, positive)
+
+
+def count_non_finite(*arrays: Any) -> int:
+    """Return how many values of numeric arrays are NaN or infinite (labels that are not numbers count as finite).
+
+    Examples:
+        >>> count_non_finite([1.0, float("nan")], [[0.5, float("inf")]], ["a", "b"])
+        2
+    """
+    import numpy as np
+
+    total = 0
+    for values in arrays:
+        if values is None:
+            continue
+        array = np.asarray(values)
+        if array.dtype.kind in "fc":
+            total += int((~np.isfinite(array)).sum())
+        elif array.dtype.kind == "O":
+            total += sum(1 for v in array.ravel() if isinstance(v, float) and not np.isfinite(v))
+    return total

@@ -22,6 +22,10 @@ from tasks.model_evaluation import Evaluation
 
 #: Run / version tag: JSON of exactly what the gate compared (champion version, test rows, metrics).
 TAG_GATE_COMPARED = "mlops.gate.compared"
+#: Version tag: JSON of the baseline rule (baseline model, primary metric, challenger vs baseline, beaten).
+TAG_GATE_BASELINE = "mlops.gate.baseline"
+#: Version tag: NaN/inf values among the challenger's test predictions (``0``: numerically sound).
+TAG_GATE_NON_FINITE = "mlops.gate.non_finite_predictions"
 
 
 class GateVerdict(BaseModel):
@@ -44,8 +48,13 @@ class GateVerdict(BaseModel):
         return self.reasons if not self.promote else self.passed
 
     def tags(self) -> dict[str, str]:
-        """Return the ``mlops.gate.compared`` tag."""
-        return {TAG_GATE_COMPARED: json.dumps(self.compared, sort_keys=True, default=str)[:5000]}
+        """Return the ``mlops.gate.compared`` tag, and the baseline and NaN/inf checks' tags when they ran."""
+        tags = {TAG_GATE_COMPARED: json.dumps(self.compared, sort_keys=True, default=str)[:5000]}
+        if self.compared.get("baseline") is not None:
+            tags[TAG_GATE_BASELINE] = json.dumps(self.compared["baseline"], sort_keys=True, default=str)[:5000]
+        if "non_finite_predictions" in self.compared:
+            tags[TAG_GATE_NON_FINITE] = str(self.compared["non_finite_predictions"])
+        return tags
 
 
 def _better(metric: str, value: float, reference: float, direction: str | None = None) -> float:
@@ -71,6 +80,42 @@ def _resolve(policy: PromotionPolicy | ResolvedPolicy, task_type: str) -> Resolv
         return policy.resolved(task_type)
     except ValueError as exc:
         return f"the policy cannot be applied: {exc}"
+
+
+def _baseline_rule(p: ResolvedPolicy, evaluation: Evaluation, failed: list[str], passed: list[str]) -> dict | None:
+    """Apply "a simpler model is not better": the primary metric must beat the baseline's (fails closed)."""
+    m, base, primary = evaluation.metrics, evaluation.baseline, p.primary_metric
+    if evaluation.non_finite:
+        failed.append(f"numerical stability: the challenger predicts {evaluation.non_finite} NaN/inf values on "
+                      f"{evaluation.rows} test rows")
+    if not p.beat_baseline:
+        return None
+    if base is None or primary not in base:
+        failed.append(f"baseline: the {primary!r} of the simplest model (class prior / mean) was not measured on "
+                      "this test set, so the challenger cannot be shown to beat it")
+        return {"model": evaluation.baseline_model, "metric": primary, "beaten": False}
+    if primary not in m:
+        return {"model": evaluation.baseline_model, "metric": primary, "baseline": base[primary], "beaten": False}
+    gain = _better(primary, m[primary], base[primary], p.direction)
+    ok = gain > 0
+    (passed if ok else failed).append(f"baseline {primary}: challenger {m[primary]:.4f} vs "
+                                      f"{evaluation.baseline_model or 'baseline'} {base[primary]:.4f} (change "
+                                      f"{gain:+.4f}, required > 0)")
+    return {"model": evaluation.baseline_model, "metric": primary, "baseline": base[primary],
+            "challenger": m[primary], "beaten": ok}
+
+
+def _score_rule(p: ResolvedPolicy, score: float | None, failed: list[str], passed: list[str]) -> None:
+    """Require the pipeline's recorded ML Test Score to meet the policy's minimum (fails closed without one)."""
+    if p.min_ml_test_score is None:
+        return
+    if score is None:
+        failed.append(f"ML Test Score: the policy requires at least {p.min_ml_test_score:g} but no score is recorded "
+                      "for this model's pipeline (run the ml-test-score flow on it first)")
+    else:
+        ok = score >= p.min_ml_test_score
+        (passed if ok else failed).append(f"ML Test Score {score:g} {'meets' if ok else 'is below'} the required "
+                                          f"{p.min_ml_test_score:g}")
 
 
 def _rules(p: ResolvedPolicy, m: dict[str, float], champion: Evaluation | None, unscorable: str | None,
@@ -139,13 +184,15 @@ def _rules(p: ResolvedPolicy, m: dict[str, float], champion: Evaluation | None, 
 @task(name="gate-challenger", cache_policy=NO_CACHE)
 def gate_challenger(challenger: Evaluation, champion: Evaluation | None,
                     policy: PromotionPolicy | ResolvedPolicy, champion_version: str | None = None,
-                    champion_unscorable: str | None = None) -> GateVerdict:
+                    champion_unscorable: str | None = None, ml_test_score: float | None = None) -> GateVerdict:
     """Decide whether the challenger replaces the champion; a failed gate is a result, not an error.
 
     Both evaluations must come from the same test data. Rules: the primary metric improves by at
     least ``min_improvement``; guard metrics regress no more than allowed; floors are met; the slice
-    gap and the fairness disparity stay within bounds. With no champion, only floors, slices and
-    fairness apply. Fails closed (see the module docstring).
+    gap and the fairness disparity stay within bounds; the primary metric beats the simplest model's
+    (``beat_baseline``); no prediction is NaN or infinite; the pipeline's ML Test Score meets
+    ``min_ml_test_score`` when the policy sets one. With no champion, the champion rules do not apply.
+    Fails closed (see the module docstring).
 
     Args:
         challenger: The challenger's evaluation (its ``task_type`` resolves the policy's defaults).
@@ -154,6 +201,8 @@ def gate_challenger(challenger: Evaluation, champion: Evaluation | None,
         champion_version: Registry version of the current champion, if there is one.
         champion_unscorable: Why the champion could not be scored on this test set (None: it was, or
             there is no champion).
+        ml_test_score: The pipeline's recorded ML Test Score (None: none recorded; rejects only when the
+            policy sets ``min_ml_test_score``).
 
     Returns:
         The verdict with every reason and what was compared.
@@ -166,12 +215,15 @@ def gate_challenger(challenger: Evaluation, champion: Evaluation | None,
     """
     failed: list[str] = []
     passed: list[str] = []
+    baseline = None
     resolved = _resolve(policy, challenger.task_type or _guess_task(challenger.metrics))
     if isinstance(resolved, str):
         failed.append(resolved)
     else:
         _rules(resolved, challenger.metrics, champion, champion_unscorable, champion_version, challenger, failed,
                passed)
+        baseline = _baseline_rule(resolved, challenger, failed, passed)
+        _score_rule(resolved, ml_test_score, failed, passed)
         if not failed and not passed:
             passed.append("no rule applies: there is no champion and the policy sets no floors, slice or fairness "
                           "limits")
@@ -184,6 +236,8 @@ def gate_challenger(challenger: Evaluation, champion: Evaluation | None,
         "metrics": sorted(set(challenger.metrics) & set(champion.metrics)) if champion else [],
         "primary_metric": None if isinstance(resolved, str) else resolved.primary_metric,
         "task_type": challenger.task_type,
+        "baseline": baseline, "non_finite_predictions": challenger.non_finite,
+        "ml_test_score": ml_test_score,
     }
     verdict = GateVerdict(promote=not failed, reasons=failed, passed=passed,
                           champion_version=champion_version if champion is not None else None, compared=compared)

@@ -40,7 +40,8 @@ def runs(mlflow_block_name: str, sample_dir: Path) -> tuple[Any, Any]:
     """v1: a weak first champion (no floors); v2: a better challenger on new data, promoted over it."""
     from blocks.promotion_policy import PromotionPolicy
 
-    PromotionPolicy(min_improvement=-1.0, guard_metrics={}, floors={}).save("pages-no-floors", overwrite=True)
+    PromotionPolicy(min_improvement=-1.0, guard_metrics={}, floors={}, beat_baseline=False).save("pages-no-floors",
+                                                                                              overwrite=True)
     first = continuous_training(data_file=str(sample_dir / "day0.parquet"), model_name=MODEL,
                                 dataset_path="data/pages.parquet", training=WEAK, mlflow_block=mlflow_block_name,
                                 policy_block="pages-no-floors")

@@ -22,7 +22,7 @@ def test_fairness_binary_string_labels_use_the_positive_label() -> None:
     odds = fairness_report("binary", y, pred, group, "equal_opportunity_difference", ["no", "yes"], "yes")
     assert odds["disparity"] == pytest.approx(1.0) and odds["metric"] == "equal_opportunity_difference"
     evaluation = Evaluation(model="challenger", rows=8, metrics={"roc_auc": 0.9}, task_type="binary",
-                            fairness={"attribute": "group", **report})
+                            fairness={"attribute": "group", **report}, baseline={"roc_auc": 0.5})
     verdict = gate_challenger.fn(evaluation, None, PromotionPolicy(floors={}, sensitive_attribute="group",
                                                                    max_disparity=0.2))
     assert not verdict.promote
