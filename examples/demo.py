@@ -11,7 +11,8 @@
    automation starts retraining on the drifted, labelled traffic; the new model passes the
    gate, is promoted, and the promotion event rolls it out (staging, infra validation,
    production) while traffic keeps flowing.
-5. Monitor again: clean. Print the timeline and the URLs; stop everything (unless ``--keep``).
+5. Monitor again: clean. Reproduce the champion and score the pipeline (ML Test Score).
+6. Print the timeline and the URLs; stop everything (unless ``--keep``).
 
     .venv/bin/python -m examples.demo [--keep]
     .venv/bin/python -m examples.demo --stop     # stop what a --keep run left running
@@ -234,15 +235,19 @@ def start_runner(home: Path, api: str, only: str | None) -> subprocess.Popen:
     env = runner_env(api)
     log = open(home / "runner.log", "ab")  # noqa: SIM115 - closed with the process
     command = [sys.executable, "-m", "deployments.cli", "serve", "--cooldown-seconds", "600", "--staged-rollout",
-               "--param", "mlflow_block=demo-mlflow", *(["--only", only] if only else [])]
+               "--param", "mlflow_block=demo-mlflow", "--param", "policy_block=demo-policy",
+               *(["--only", only] if only else [])]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> subprocess.Popen:
     """The loop itself; returns the runner process (stopped by the caller)."""
     from blocks.mlflow_server import MlflowServer
+    from blocks.promotion_policy import PromotionPolicy
     from flows.continuous_training import continuous_training
+    from flows.ml_test_score import ml_test_score
     from flows.monitor_model import monitor_model
+    from flows.reproduce_model import reproduce_model
     from flows.rollout_model import rollout_model
     from tasks.inference_log import attach_ground_truth
     from tasks.sample_data import make_customer_frame
@@ -256,7 +261,11 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     day0 = incoming / "day0.parquet"
     make_customer_frame(8000, seed=42, day=0).to_parquet(day0, index=False)
     spec = TrainingSpec(search_space={"C": [0.1, 1.0]})
-    summary = continuous_training(data_file=str(day0), training=spec, mlflow_block="demo-mlflow")
+    # The gate also compares slices (region) and fairness (gender), with recorded limits.
+    PromotionPolicy(slice_columns=["region"], max_slice_gap=0.3, sensitive_attribute="gender",
+                    max_disparity=0.3).save("demo-policy", overwrite=True)
+    summary = continuous_training(data_file=str(day0), training=spec, mlflow_block="demo-mlflow",
+                                  policy_block="demo-policy")
     say(f"day 0: data rev {summary.data_rev[:10]} -> MLflow run {summary.run_id[:10]} -> {MODEL} "
         f"v{summary.model_version} {summary.verdict} (roc_auc {summary.metrics['roc_auc']:.3f})")
     rolled = rollout_model(mlflow_block="demo-mlflow")  # staging, infra validation, then production
@@ -304,6 +313,12 @@ def story(args: argparse.Namespace, home: Path, api: str, mlflow_url: str) -> su
     finally:
         background.stop()
     say(f"background traffic over the whole demo: {background.sent} requests, {background.failed} failed")
+    reproduced = reproduce_model(mlflow_block="demo-mlflow")
+    deltas = [abs(c.relative) for c in reproduced.comparison if c.relative is not None]
+    say(f"reproduce-model v{reproduced.version} from data rev {reproduced.data_rev[:10]}: {reproduced.verdict} "
+        f"(largest metric difference {max(deltas, default=0.0):.2%})")
+    score = ml_test_score(mlflow_block="demo-mlflow")
+    say(f"ml-test-score v{score.version}: {score.description}")
     reports = sorted((home / "reports" / MODEL).glob("*/drift.html"))
     print()
     print(f"Prefect UI   {api.removesuffix('/api')}")
