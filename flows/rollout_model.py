@@ -171,9 +171,7 @@ def _rejected(mlflow_server: MlflowServer, target: ModelVersionInfo, alias: str 
     restored = restore_alias(mlflow_server, target.name, alias, target.version, live, why[:900],
                              str(flow_run.id or "")) if alias else None
     tag_model_version(mlflow_server, target.name, target.version, {TAG_ROLLOUT_STAGE: "rejected by approval"})
-    still = f"v{live} keeps serving at {production.endpoint_url()}" if live else \
-        f"nothing of {target.name} serves at {production.endpoint_url()}"
-    moved = f"; alias {alias!r} moved back to v{restored}" if restored else ""
+    still, moved = _production_kept(target.name, live, production, restored)
     publish_report(f"{target.name}-rollout",
                    f"# {target.name}: v{target.version} stays out of production\n\n1. staging "
                    f"{staging.endpoint_url()}\n2. {headline}\n3. approval: {why}\n4. production: not deployed; "
@@ -186,12 +184,18 @@ def _rejected(mlflow_server: MlflowServer, target: ModelVersionInfo, alias: str 
         previous_version=live, approval=decision.render())
 
 
+def _production_kept(model_name: str, live: str | None, production: BentoMLServing,
+                     restored: str | None) -> tuple[str, str]:
+    """Say what production keeps serving, and where the alias went back to (empty when it did not move)."""
+    still = f"v{live} keeps serving at {production.endpoint_url()}" if live else \
+        f"nothing of {model_name} serves at {production.endpoint_url()}"
+    return still, f"; alias moved back to v{restored}" if restored else ""
+
+
 def _stopped(mlflow_server: MlflowServer, target: ModelVersionInfo, verdict: InfraVerdict, headline: str,
              live: str | None, restored: str | None, production: BentoMLServing) -> InfraValidationError:
     """Record that a version stays out of production (stage tag, rollout artifact); return the error to raise."""
-    still = f"v{live} keeps serving at {production.endpoint_url()}" if live else \
-        f"nothing of {target.name} serves at {production.endpoint_url()}"
-    moved = f"; alias moved back to v{restored}" if restored else ""
+    still, moved = _production_kept(target.name, live, production, restored)
     reasons = "; ".join(verdict.reasons)
     tag_model_version(mlflow_server, target.name, target.version, {TAG_ROLLOUT_STAGE: "rejected on staging"})
     publish_report(f"{target.name}-rollout",
