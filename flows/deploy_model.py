@@ -29,6 +29,7 @@ from tasks.prefect_artifacts import publish_report
 from tasks.prefect_assets import bento_asset, model_asset, record_materialization
 from tasks.serving_checks import smoke_test_server, verify_live_endpoint
 from tasks.serving_endpoint import BackendInfo, get_serving_status, stop_serving
+from tasks.serving_standby import STANDBY_TTL_S, adopt_standby, start_standby
 
 TAG_DEPLOYED_AT = "mlops.deployment.deployed_at"
 TAG_DEPLOYED_URL = "mlops.deployment.url"
@@ -54,6 +55,7 @@ class DeploymentSummary(BaseModel):
     image: str | None
     container_message: str | None
     backend_pid: int | None
+    standby: str | None = None  # "adopted": the training flow's standby backend; "discarded: <why>"; None: none
 
     def render(self) -> str:
         """Return a readable summary."""
@@ -64,6 +66,7 @@ class DeploymentSummary(BaseModel):
             f"since         {self.since}",
             f"lineage       run {self.run_id}  data rev {(self.data_rev or '-')[:12]}",
             f"container     {self.image or self.dockerfile or '-'}",
+            f"backend       pid {self.backend_pid or '-'}" + (f" (standby {self.standby})" if self.standby else ""),
         ])
 
 
@@ -107,10 +110,11 @@ def deploy_model(
     """Package a registered version as a bento, start it, smoke-test it and swap it in behind the stable URL.
 
     Steps: resolve the version (``version``, else the one ``alias`` points to) -> download it ->
-    build the bento (reused when already built) and write its Dockerfile -> start
-    ``bentoml serve`` on a private port and wait for readiness -> smoke request from the model's
-    input example -> repoint the stable endpoint -> verify through the stable URL -> drain and
-    stop the backend it replaced. The stable URL answers throughout.
+    build the bento (reused when already built) -> start ``bentoml serve`` on a private port (or
+    adopt the endpoint's standby backend of this bento, which the training flow started after the
+    promotion) and wait for readiness -> smoke request from the model's input example -> repoint
+    the stable endpoint -> verify through the stable URL -> drain and stop the backend it replaced
+    -> write the bento's Dockerfile. The stable URL answers throughout.
 
     If the new version fails readiness, the smoke request or the verification, the previous
     version keeps serving, the alias moves back to it (when it pointed to the failed version),
@@ -163,9 +167,9 @@ def deploy_model(
             backend_pid=(before.get("backend") or {}).get("pid"))
         print(summary.render())
         return summary
-    switch, backend = _swap_in(mlflow_server, serving, target, alias, before, bento)
-    return _record_deployed(mlflow_server, serving, target, bento, switch, backend, _container(serving, bento,
-                                                                                               containerize))
+    switch, backend, standby = _swap_in(mlflow_server, serving, target, alias, before, bento)
+    return _record_deployed(mlflow_server, serving, target, bento, switch, backend,
+                            _container(serving, bento, containerize), standby)
 
 
 def _container(serving: BentoMLServing, bento: BentoInfo, containerize: bool) -> ContainerRecipe:
@@ -183,19 +187,25 @@ def _container(serving: BentoMLServing, bento: BentoInfo, containerize: bool) ->
 
 
 def prebuild_bento(mlflow_server: MlflowServer, serving_block: str | None, model_name: str,
-                   version: str) -> str | None:
-    """Build a just-promoted version's bento while ``deploy-model`` starts; the deploy then reuses it.
+                   version: str, standby: bool = True, standby_ttl_s: float = STANDBY_TTL_S) -> str | None:
+    """Build a just-promoted version's bento and start its backend while ``deploy-model`` starts.
 
-    The training flow calls this after the promotion event, so the build overlaps with the event,
-    the runner and the deploy flow's start (``benchmarks/bench_loop.py --verbose`` shows the
-    stages). ``build_bento`` holds a lock per bento, so a deploy that arrives mid-build waits and
-    reuses it. A failure here is only logged: ``deploy-model`` builds and checks the bento itself.
+    The training flow calls this after the promotion event, so the build and the backend's
+    start-up overlap with the event, the runner and the deploy flow's start
+    (``benchmarks/bench_loop.py --verbose`` shows the stages). ``build_bento`` holds a lock per
+    bento, so a deploy that arrives mid-build waits and reuses it. With ``standby``, the bento's
+    ``bentoml serve`` starts on a private port as the endpoint's standby (``tasks/serving_standby.py``)
+    while the old version still serves; ``deploy-model`` adopts it once ready, and still smoke-tests,
+    swaps and verifies. A failure here is only logged: ``deploy-model`` builds, starts and checks
+    the bento itself.
 
     Args:
         mlflow_server: The MLflow block.
         serving_block: Name of the saved ``BentoMLServing`` block the deploy uses (None: embedded).
         model_name: Registered model name.
         version: The promoted version.
+        standby: Also start the bento's backend as the endpoint's standby (when a supervisor runs).
+        standby_ttl_s: Seconds after which a standby no deployment adopted is stopped.
 
     Returns:
         The bento tag, or None when the build failed.
@@ -207,25 +217,49 @@ def prebuild_bento(mlflow_server: MlflowServer, serving_block: str | None, model
     try:
         target = resolve_model_version(mlflow_server, model_name, None, version)
         model_dir = download_model_version(mlflow_server, target, model_cache_dir(mlflow_server))
-        return build_bento(load_serving(serving_block), target, model_dir).tag
+        serving = load_serving(serving_block)
+        bento = build_bento(serving, target, model_dir)
     except Exception as exc:  # noqa: BLE001 - an optimisation: deploy-model builds and reports on its own
         get_run_logger().warning("Pre-building the bento of %s v%s failed (deploy-model will build it): %s",
                                  model_name, version, exc)
         return None
+    if standby:
+        try:
+            start_standby(serving, bento, standby_ttl_s)
+        except Exception as exc:  # noqa: BLE001 - likewise: deploy-model starts its own backend
+            get_run_logger().warning("Starting the standby backend of %s failed (deploy-model will start one): %s",
+                                     bento.tag, exc)
+    return bento.tag
 
 
 def _swap_in(mlflow_server: MlflowServer, serving: BentoMLServing, target: ModelVersionInfo, alias: str | None,
-             before: dict, bento: BentoInfo) -> tuple[Any, BackendInfo]:
+             before: dict, bento: BentoInfo) -> tuple[Any, BackendInfo, str | None]:
     """Start the bento on a private port, smoke-test it, repoint the stable URL, verify, stop what it replaced.
 
-    Any failure leaves the previous backend serving (or nothing, if nothing served) and raises the
-    recorded :class:`ServingError` from :func:`_fail`.
+    A ready standby of the bento (started by the training flow, ``prebuild_bento``) is adopted
+    instead of starting one; it gets the same smoke request, and one that fails it is stopped and
+    replaced by a backend started here. Any failure leaves the previous backend serving (or nothing,
+    if nothing served) and raises the recorded :class:`ServingError` from :func:`_fail`.
+
+    Returns:
+        The switch, the backend now serving, and the standby's outcome (None: there was none).
     """
     ensure_front(serving)
     backend: BackendInfo | None = None
+    adoption = adopt_standby(serving, bento)
+    standby = None if adoption.outcome == "none" else adoption.outcome
     try:
-        backend = start_bento_server(serving, bento)
-        smoke_test_server(backend.url, bento)
+        backend = adoption.backend
+        if backend is not None:
+            try:
+                smoke_test_server(backend.url, bento)
+            except ServingError as exc:
+                stop_bento_server(serving, backend, drain=False)
+                backend, standby = None, f"discarded: smoke request failed: {exc}"[:1000]
+                get_run_logger().warning("Standby backend of %s %s", bento.tag, standby)
+        if backend is None:
+            backend = start_bento_server(serving, bento)
+            smoke_test_server(backend.url, bento)
         switch = switch_live_backend(serving, backend)
     except Exception as exc:
         if backend is not None:  # never leave a backend running that does not serve
@@ -245,11 +279,12 @@ def _swap_in(mlflow_server: MlflowServer, serving: BentoMLServing, target: Model
             from exc
     if switch.previous is not None and switch.previous.pid != backend.pid:
         stop_bento_server(serving, switch.previous)
-    return switch, backend
+    return switch, backend, standby
 
 
 def _record_deployed(mlflow_server: MlflowServer, serving: BentoMLServing, target: ModelVersionInfo,
-                     bento: BentoInfo, switch: Any, backend: BackendInfo, recipe: Any) -> DeploymentSummary:
+                     bento: BentoInfo, switch: Any, backend: BackendInfo, recipe: Any,
+                     standby: str | None = None) -> DeploymentSummary:
     """Record a deployment that serves: version tags, event, asset, summary artifact."""
     model_name = target.name
     supervisor = ensure_supervisor(serving)
@@ -268,7 +303,7 @@ def _record_deployed(mlflow_server: MlflowServer, serving: BentoMLServing, targe
         previous_version=switch.previous.model_version if switch.previous else None,
         previous_bento=switch.previous.bento_tag if switch.previous else None, since=switch.since,
         run_id=target.run_id, data_rev=bento.data_rev, dockerfile=recipe.dockerfile, image=recipe.image,
-        container_message=recipe.message, backend_pid=backend.pid)
+        container_message=recipe.message, backend_pid=backend.pid, standby=standby)
     dockerfile_link = store_container_recipe(mlflow_server, recipe, target.run_id)
     dockerfile = f"[{bento.tag}]({dockerfile_link}) (on the MLflow run)" if dockerfile_link else \
         f"`{recipe.dockerfile or '-'}`"

@@ -51,7 +51,8 @@ from tasks.serving_endpoint import (
     write_state,
 )
 from tasks.serving_processes import record_members, start_group, stop_group
-from tasks.system import ProcessExited, free_port, free_port_in, log_tail, wait_until
+from tasks.serving_standby import backend_ready, launch_backend
+from tasks.system import ProcessExited, log_tail, wait_until
 
 _FRONT_MODULE = "tasks._serving.front"
 
@@ -139,35 +140,6 @@ def ensure_front(serving: BentoMLServing) -> dict[str, Any]:
 
 
 # -- backends ----------------------------------------------------------------------------------------
-def _backend_port(serving: BentoMLServing) -> int:
-    if serving.backend_port_range is None:
-        return free_port()
-    port = free_port_in(serving.backend_port_range, exclude=[serving.port])
-    if port is None:
-        low, high = serving.backend_port_range
-        raise ServingError(f"No free port for a backend in the serving block's backend_port_range ({low}, {high}): "
-                           f"all {high - low + 1} ports are taken. Stop endpoints you no longer need "
-                           "(python -m tasks.bentoml_serving stop --port <port>) or widen backend_port_range.")
-    return port
-
-
-def _backend_ready(bento_tag: str, url: str, status_file: Path, log_file: Path) -> bool:
-    """Return whether a starting backend is ready: its status file says so and ``/readyz`` answers 200.
-
-    Raises:
-        ServingError: If the backend reports that its model failed to load.
-    """
-    import httpx
-
-    try:
-        report = json.loads(status_file.read_text()) if status_file.exists() else {}
-    except ValueError:
-        report = {}
-    if report.get("state") == "failed":
-        raise ServingError(f"bento {bento_tag} could not load its model: {report.get('error')}. Log: {log_file}")
-    return report.get("state") == "ready" and httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
-
-
 @task(name="start-bento-server", cache_policy=NO_CACHE)
 def start_bento_server(serving: BentoMLServing, bento: BentoInfo) -> BackendInfo:
     """Start ``bentoml serve`` for a bento on a free 127.0.0.1 port and wait until it is ready.
@@ -195,23 +167,12 @@ def start_bento_server(serving: BentoMLServing, bento: BentoInfo) -> BackendInfo
         ...     return start_bento_server(BentoMLServing.embedded(), b).url
     """
     logger = run_logger()
-    folder = serving.home() / "serving"
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
-    (folder / "backends").mkdir(parents=True, exist_ok=True)
     last_error = ""
     for _attempt in range(3):  # a free port can be taken between choosing and binding it
-        port = _backend_port(serving)
-        stem = f"{bento.tag.replace(':', '-')}-{port}"
-        log_file = folder / "logs" / f"{stem}.log"
-        status_file = folder / "backends" / f"{stem}.status.json"
-        status_file.unlink(missing_ok=True)
-        started = time.monotonic()
-        proc, group = start_group(
-            [sys.executable, "-m", "bentoml", "serve", bento.tag, "--host", "127.0.0.1", "--port", str(port)],
-            log_file, serving.runtime_env(str(status_file)), endpoint_id(serving), cwd=str(serving.home()))
-        url = f"http://127.0.0.1:{port}"
+        launched = launch_backend(serving, bento)
+        proc, group, url, log_file = launched.proc, launched.group, launched.url, launched.log_file
         try:
-            wait_until(functools.partial(_backend_ready, bento.tag, url, status_file, log_file),
+            wait_until(functools.partial(backend_ready, bento.tag, url, launched.status_file, log_file),
                        serving.readiness_timeout_s, f"bentoml serve {bento.tag}", process=proc, interval=0.1)
         except ProcessExited as exc:
             tail = log_tail(log_file)
@@ -229,14 +190,15 @@ def start_bento_server(serving: BentoMLServing, bento: BentoInfo) -> BackendInfo
             raise ServingError(f"bento {bento.tag} was not ready within {serving.readiness_timeout_s:.0f}s "
                                f"(readiness deadline of the serving block). Log {log_file}:\n{log_tail(log_file)}"
                                ) from exc
-        seconds = time.monotonic() - started
+        seconds = time.time() - launched.started
         group = record_members(group)
         logger.info("bentoml serve %s ready on %s in %.1fs (pid %d, workers %s)", bento.tag, url, seconds, proc.pid,
                     [m["pid"] for m in group["members"]])
         return BackendInfo(bento_tag=bento.tag, model_name=bento.model_name, model_version=bento.model_version,
-                           run_id=bento.run_id, data_rev=bento.data_rev, labels=bento.labels, url=url, port=port,
-                           pid=proc.pid, log_file=str(log_file), status_file=str(status_file), started_at=now_iso(),
-                           ready_seconds=seconds, group=group)
+                           run_id=bento.run_id, data_rev=bento.data_rev, labels=bento.labels, url=url,
+                           port=launched.port, pid=proc.pid, log_file=str(log_file),
+                           status_file=str(launched.status_file), started_at=now_iso(), ready_seconds=seconds,
+                           group=group)
     raise ServingError(f"bentoml serve {bento.tag} could not bind a free port after 3 tries: {last_error}")
 
 

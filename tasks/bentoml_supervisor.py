@@ -12,6 +12,8 @@ supervisor that was itself killed; ``deploy-model`` also restarts a missing supe
 One check (:func:`heal_endpoint`):
 
 * front not running -> start a new one on the stable port, forwarding to the live backend;
+* a standby backend (``tasks/serving_standby.py``) nobody adopted before it expired, or whose
+  process died -> stop it and drop it from the state;
 * live backend's ``bentoml serve`` leader not running -> stop what is left of its group (workers
   orphaned by a SIGKILL keep listening otherwise), start the same bento again (outside the state
   lock, so a deployment is never blocked for a backend's start-up), then, under the lock and only
@@ -42,6 +44,7 @@ from tasks.bentoml_serving import ensure_front, start_bento_server
 from tasks.exceptions import ServingError
 from tasks.logs import run_logger
 from tasks.serving_processes import group_alive, start_group, stop_group
+from tasks.serving_standby import expire_standby
 
 _RESTARTS_KEPT = 50
 SUPERVISOR_MARKER = "tasks.bentoml_serving supervise"
@@ -96,7 +99,7 @@ def _restart_backend(serving: BentoMLServing, dead: dict[str, Any]) -> str:
 
 
 def heal_endpoint(serving: BentoMLServing) -> dict[str, Any]:
-    """Check the endpoint's processes once and restart a dead front or backend.
+    """Check the endpoint's processes once: restart a dead front or backend, stop an expired standby.
 
     Args:
         serving: The BentoML serving block of the endpoint.
@@ -109,7 +112,7 @@ def heal_endpoint(serving: BentoMLServing) -> dict[str, Any]:
         >>> heal_endpoint(BentoMLServing.embedded())  # doctest: +SKIP
         {'actions': []}
     """
-    actions: list[str] = []
+    actions: list[str] = expire_standby(serving)
     state = endpoint.read_state(serving)
     live = state.get("live")
     if not live or state.get("front") is None:

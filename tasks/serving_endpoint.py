@@ -60,6 +60,7 @@ class BackendInfo(BaseModel):
     started_at: str
     ready_seconds: float
     group: dict[str, Any] = {}
+    standby: bool = False  # started ahead as the endpoint's standby (tasks/serving_standby.py), then adopted
 
 
 def now_iso() -> str:
@@ -187,6 +188,11 @@ def serving_status(serving: BentoMLServing | None = None, probe: bool = True) ->
                            "supervisor": {"pid": supervisor.get("pid"), "alive": group_alive(supervisor.get("group")),
                                           "restarts": state.get("restarts") or []},
                            "backend": None, "history": state.get("history") or []}
+    standby = state.get("standby")
+    if standby:
+        out["standby"] = {"bento": standby.get("bento_tag"), "model_version": standby.get("model_version"),
+                          "url": standby.get("url"), "pid": standby.get("pid"),
+                          "alive": group_alive(standby.get("group")), "expires_at": standby.get("expires_at")}
     if not live:
         return out
     alive_backend = backend_alive(live)
@@ -222,9 +228,10 @@ def stop_serving(serving: BentoMLServing | None = None) -> dict[str, Any]:
     """Stop an endpoint and every process it owns: supervisor, backends with their workers, front.
 
     The supervisor is stopped first (so nothing is restarted), then the live backend (gracefully:
-    its workers write what they buffer) and the front; last, any process still marked with this
-    endpoint (``$MLOPS_SERVING_ENDPOINT``: a backend a deployment or the supervisor was starting,
-    a worker orphaned by a killed leader) is stopped too. The history is kept.
+    its workers write what they buffer), the standby backend (``tasks/serving_standby.py``) and
+    the front; last, any process still marked with this endpoint (``$MLOPS_SERVING_ENDPOINT``: a
+    backend a deployment or the supervisor was starting, a worker orphaned by a killed leader) is
+    stopped too. The history is kept.
     Command line: ``python -m tasks.bentoml_serving stop [--port P | --block NAME]``.
 
     Args:
@@ -249,6 +256,10 @@ def stop_serving(serving: BentoMLServing | None = None) -> dict[str, Any]:
         pids = stop_group(group_of(live, backend_marker(int((live or {}).get("port") or 0))))
         if pids:
             stopped.append(f"backend {live.get('bento_tag')} (pids {sorted(pids)})")
+        standby = state.get("standby") or {}
+        pids = stop_group(standby.get("group"), timeout_s=5)
+        if pids:
+            stopped.append(f"standby {standby.get('bento_tag')} (pids {sorted(pids)})")
         front = state.get("front") or {}
         if stop_group(group_of(front, FRONT_MARKER)):
             stopped.append(f"front (pid {front['pid']})")
@@ -260,6 +271,6 @@ def stop_serving(serving: BentoMLServing | None = None) -> dict[str, Any]:
             history.append({"bento_tag": live.get("bento_tag"), "model_version": live.get("model_version"),
                             "since": live.get("since"), "until": now_iso()})
             state["history"] = history[-HISTORY_KEPT:]
-        state.update({"live": None, "front": None, "supervisor": None})
+        state.update({"live": None, "front": None, "supervisor": None, "standby": None})
         write_state(serving, state)
     return {"stopped": stopped}
