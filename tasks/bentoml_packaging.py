@@ -117,13 +117,16 @@ def resolve_model_version(mlflow_server: MlflowServer, model: str, alias: str | 
         ... def which() -> str:
         ...     return resolve_model_version(MlflowServer.embedded(), "models:/churn-classifier@champion").version
     """
-    from mlflow.exceptions import MlflowException
-
-    from tasks.mlflow_registry import version_info
+    from tasks.mlflow_registry import version_info, version_over_http
 
     name, uri_alias, uri_version = parse_model_uri(model)
     version = version or uri_version
     alias = uri_alias or alias
+    found = version_over_http(mlflow_server, name, version, alias)  # no MLflow import when it answers
+    if found is not None:
+        return found
+    from mlflow.exceptions import MlflowException
+
     if version is not None:
         try:
             return version_info(mlflow_server.get_client().get_model_version(name, str(version)))

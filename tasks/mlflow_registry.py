@@ -65,6 +65,42 @@ def version_info(mv: Any) -> ModelVersionInfo:
                             model_id=model_id)
 
 
+def version_over_http(mlflow_server: MlflowServer, name: str, version: str | None = None,
+                      alias: str | None = None) -> ModelVersionInfo | None:
+    """Read one registered version (by number, else by alias) with one REST call, without importing MLflow.
+
+    ``import mlflow`` takes 1-2 s here (3-6 s on a busy machine) and was the longest step of
+    ``deploy-model`` before it adopts the standby backend; measure with
+    ``benchmarks/bench_loop.py --verbose`` (``resolve-model-version``). Only a clear answer is
+    used: for anything else (not an HTTP server, an error, a missing version or alias, an
+    unexpected body) this returns None and the caller asks MLflow's client, which reports as before.
+
+    Examples:
+        >>> version_over_http(MlflowServer.embedded(), "churn-classifier", alias="champion") is None
+        True
+    """
+    import httpx
+
+    base = (mlflow_server.registry_uri or mlflow_server.tracking_uri).rstrip("/")
+    if not base.startswith(("http://", "https://")) or not (version or alias):
+        return None
+    path, params = ("model-versions/get", {"name": name, "version": str(version)}) if version else \
+        ("registered-models/alias", {"name": name, "alias": str(alias)})
+    try:
+        response = httpx.get(f"{base}/api/2.0/mlflow/{path}", params=params, timeout=mlflow_server.request_timeout_s,
+                             headers=mlflow_server._scope_settings().headers)  # the block's credentials
+        mv = response.json()["model_version"] if response.status_code == 200 else None
+        if not isinstance(mv, dict) or mv.get("name") != name or not mv.get("version") or not mv.get("source"):
+            return None
+        tags = {t["key"]: t.get("value", "") for t in mv.get("tags") or []}
+        created = dt.datetime.fromtimestamp(int(mv.get("creation_timestamp") or 0) / 1000, tz=dt.UTC).isoformat()
+        return ModelVersionInfo(name=name, version=str(mv["version"]), run_id=mv.get("run_id"), source=mv["source"],
+                                tags=tags, aliases=list(mv.get("aliases") or []), created_at=created,
+                                model_id=mv.get("model_id") or logged_model_id(mv["source"]) or tags.get(TAG_MODEL_ID))
+    except Exception:  # noqa: BLE001 - not a clear answer: MLflow's client decides
+        return None
+
+
 def _not_found(exc: Exception) -> bool:
     """Whether an MLflow error says the model / alias / version does not exist (and nothing else)."""
     code = getattr(exc, "error_code", "")
