@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -170,12 +171,12 @@ def continuous_training(
         split = _split(data, task, target, home)
         registered, evaluation = candidate(mlflow_server, experiment_id, run, model_name, task, split, data,
                                            dataset_path, target, key, home, runner, existing)
+        # A promotion pre-builds the bento and starts its standby backend: deploy-model adopts both.
         champion, champion_eval, verdict, aliases = gate_under_lock(
             mlflow_server, model_name, registered, evaluation, split, target, task, data.version.rev, run,
-            resumed=existing is not None)
+            resumed=existing is not None, on_promoted=partial(prebuild, mlflow_server, serving_block, model_name,
+                                                              registered.version) if prebuild_bento else None)
 
-    if prebuild_bento and verdict.promote:  # the deploy that the promotion event starts reuses this bento
-        prebuild(mlflow_server, serving_block, model_name, registered.version)
     summary = TrainingSummary.of_run(mlflow_server, experiment_id, run.run_id, data.version, registered, evaluation,
                                      verdict, aliases, champion, champion_eval, existing is not None, task.info,
                                      trigger)

@@ -140,7 +140,7 @@ def candidate(mlflow_server: MlflowServer, experiment_id: str, run: PipelineRun,
 
 def gate_under_lock(mlflow_server: MlflowServer, model_name: str, registered: ModelVersionInfo, evaluation: Any,
                     split: Any, target: str, task: TrainingTask, data_rev: str, run: PipelineRun,
-                    resumed: bool) -> tuple[Any, Any, Any, list[str]]:
+                    resumed: bool, on_promoted: Any = None) -> tuple[Any, Any, Any, list[str]]:
     """Gate and promote holding the model's registry lock (one promotion at a time per model).
 
     Returns:
@@ -151,7 +151,8 @@ def gate_under_lock(mlflow_server: MlflowServer, model_name: str, registered: Mo
     lock = acquire_model_lock(mlflow_server, model_name, flow_run_id)
     try:
         result = gate_and_promote(mlflow_server, model_name, registered, evaluation, split, target, task.info,
-                                  task.rules, lock, flow_run_id, data_rev, run.run_id, resumed=resumed)
+                                  task.rules, lock, flow_run_id, data_rev, run.run_id, resumed=resumed,
+                                  on_promoted=on_promoted)
     except BaseException:
         quietly(release_model_lock, mlflow_server, lock)  # else stale: broken once this flow run has ended
         raise

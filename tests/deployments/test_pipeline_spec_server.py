@@ -28,13 +28,25 @@ def test_spec_deploy_registers_what_the_spec_says(prefect_server: str, tmp_path:
         async with get_client() as client:
             await client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
 
+    async def delete() -> None:  # other tests serve deployments of the same names from a runner: leave none here
+        from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+        async with get_client() as client:
+            for deployment in await client.read_deployments(
+                    work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))):
+                await client.delete_deployment(deployment.id)
+            await client.delete_work_pool(pool)
+
     asyncio.run(create_pool())
     spec_file = tmp_path / "pipeline.yaml"
     text = EXAMPLE.read_text().replace("name: churn\n", "name: spec-test\n")
     spec_file.write_text(text)
-    assert main(["spec", "deploy", str(spec_file), "--work-pool", pool]) == 0
-    assert PromotionPolicy.load("spec-test-promotion").floors == {"roc_auc": 0.6}
-    served = spec_from_server(name="spec-test", work_pool=pool)
+    try:
+        assert main(["spec", "deploy", str(spec_file), "--work-pool", pool]) == 0
+        assert PromotionPolicy.load("spec-test-promotion").floors == {"roc_auc": 0.6}
+        served = spec_from_server(name="spec-test", work_pool=pool)
+    finally:
+        asyncio.run(delete())
     wanted = to_definitions(validate_text(text))
 
     def comparable(defs: list) -> dict:
